@@ -1,0 +1,1 @@
+"""Code both containers use: configuration, dataset, model store layout, image preprocessing."""

@@ -1,0 +1,176 @@
+"""The one place where configuration lives.
+
+Every setting is an environment variable with a documented default. `Config.from_env()`
+parses and validates all of them at start-up and reports every bad value in one error,
+so a typo in docker-compose.yml fails fast with a message instead of misbehaving later.
+The README's configuration table is generated from `SETTINGS` (see `config_table()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KERAS_MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+MODEL_NAME = "mnist"
+BACKENDS = ("onnx", "keras")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _sha256(text: str) -> str:
+    lowered = text.strip().lower()
+    if len(lowered) != 64 or any(c not in "0123456789abcdef" for c in lowered):
+        raise ValueError("must be 64 hexadecimal digits")
+    return lowered
+
+
+def _backend(text: str) -> str:
+    if text not in BACKENDS:
+        raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+    return text
+
+
+def _optional_version(text: str) -> int | None:
+    return _positive_int(text) if text.strip() else None
+
+
+def _setting(env: str, default: str, parse: Callable[[str], Any], used_by: str, help: str) -> Any:
+    return dataclasses.field(
+        default=parse(default),
+        metadata={"env": env, "default": default, "parse": parse, "used_by": used_by, "help": help},
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    # Shared volume
+    home: Path = _setting("MNIST_HOME", "var", Path, "both",
+                          "Shared volume root: model store in `<home>/mnist/`, dataset cache in `<home>/datasets/`.")
+    dataset_url: str = _setting("MNIST_URL", KERAS_MNIST_URL, str, "trainer",
+                                "Where to download `mnist.npz` from (http(s)://, file:// or a local path).")
+    dataset_sha256: str = _setting("MNIST_SHA256", KERAS_MNIST_SHA256, _sha256, "trainer",
+                                   "Expected SHA-256 of the downloaded file (Keras' value by default).")
+    # Training
+    epochs: int = _setting("EPOCHS", "6", _positive_int, "trainer", "Training epochs.")
+    batch_size: int = _setting("BATCH_SIZE", "128", _positive_int, "trainer", "Training batch size.")
+    seed: int = _setting("SEED", "1337", _non_negative_int, "trainer", "Random seed (weights, dropout, shuffling).")
+    train_subset: int = _setting("TRAIN_SUBSET", "0", _non_negative_int, "trainer",
+                                 "Train on the first N training images only (0 = all 60,000); for quick runs.")
+    min_accuracy: float = _setting("MIN_ACCURACY", "0.98", _fraction, "trainer",
+                                   "Quality gate: a model below this test accuracy is not published.")
+    keep_versions: int = _setting("KEEP_VERSIONS", "5", _positive_int, "trainer",
+                                  "How many model versions the store keeps; older ones are deleted after a publish.")
+    skip_if_published: bool = _setting("SKIP_IF_PUBLISHED", "false", _boolean, "trainer",
+                                       "Exit 0 without training when the store holds a model (compose's train-once).")
+    # Serving
+    backend: str = _setting("MODEL_BACKEND", "onnx", _backend, "server",
+                            "`onnx` serves `model.onnx` with ONNX Runtime; `keras` serves `model.keras` with Keras.")
+    pinned_version: int | None = _setting("MODEL_VERSION", "", _optional_version, "server",
+                                          "Serve this version only (empty = always the newest).")
+    reload_interval: float = _setting("RELOAD_INTERVAL", "2", _positive_float, "server",
+                                      "Seconds between checks of the model store for a new version.")
+    inference_threads: int = _setting("INFERENCE_THREADS", "1", _positive_int, "server",
+                                      "Intra-op threads per worker; workers x threads should not exceed the cores.")
+    max_batch_size: int = _setting("MAX_BATCH_SIZE", "1024", _positive_int, "server", "Most images in one request.")
+    max_body_bytes: int = _setting("MAX_BODY_BYTES", str(32 * 1024 * 1024), _positive_int, "server",
+                                   "Largest request body accepted; larger ones get 413 without being read.")
+    bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
+    port: int = _setting("PORT", "8000", _positive_int, "server", "TCP port gunicorn listens on.")
+    workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
+    threads: int = _setting("THREADS", "4", _positive_int, "server", "Request threads per gunicorn worker.")
+    request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
+                                    "Seconds a request may take before gunicorn restarts its worker.")
+    auth_token: str = _setting("AUTH_TOKEN", "", str, "server",
+                               "When set, prediction and admin routes need `Authorization: Bearer <token>`.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read every setting from `environ` (default: the process environment).
+
+        `overrides` (already-typed values, e.g. from CLI flags) win over the environment.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        for spec in dataclasses.fields(cls):
+            if spec.name in overrides and overrides[spec.name] is not None:
+                values[spec.name] = overrides[spec.name]
+                continue
+            raw = environ.get(spec.metadata["env"])
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = spec.metadata["parse"](raw)
+            except ValueError as error:
+                errors.append(f"{spec.metadata['env']}={raw!r}: {error}")
+        if errors:
+            raise ConfigError("invalid configuration: " + "; ".join(errors))
+        return cls(**values)
+
+    @property
+    def model_base_path(self) -> Path:
+        return self.home / MODEL_NAME
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.home / "datasets" / "mnist.npz"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable behind a `Config` field."""
+    return next(f.metadata["env"] for f in dataclasses.fields(Config) if f.name == field_name)
+
+
+def config_table() -> str:
+    """The README's configuration table, as Markdown."""
+    rows = ["| Variable | Default | Used by | Meaning |", "| --- | --- | --- | --- |"]
+    for spec in dataclasses.fields(Config):
+        meta = spec.metadata
+        default = f"`{meta['default']}`" if meta["default"] else "(empty)"
+        rows.append(f"| `{meta['env']}` | {default} | {meta['used_by']} | {meta['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,191 @@
+"""Fixtures shared by every test: real MNIST over loopback HTTP, a real trained model store,
+and a real gunicorn server on 127.0.0.1.
+
+Nothing here touches the internet: the dataset is `../shared/data/mnist.npz`, served by a
+loopback HTTP server so that the project's real download code is exercised.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+# SHA-256 of ../shared/data/mnist.npz (its README); the Keras file has other bytes, same arrays.
+SHARED_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+# The slice the suite trains on: enough for a model well above chance in about 20 s.
+TRAIN_SUBSET = 4000
+QUICK_MIN_ACCURACY = 0.5
+
+
+class MnistHttpServer:
+    """Serves the real mnist.npz (and broken variants of it) on 127.0.0.1, counting requests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self):
+                outer.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str = "mnist.npz") -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def mnist_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MnistHttpServer]:
+    if not SHARED_MNIST.is_file():
+        pytest.fail(f"real MNIST not found at {SHARED_MNIST} (see ../shared/data/README.md)")
+    root = tmp_path_factory.mktemp("mnist-http")
+    os.symlink(SHARED_MNIST, root / "mnist.npz")
+    data = SHARED_MNIST.read_bytes()
+    (root / "truncated.npz").write_bytes(data[: len(data) // 2])
+    (root / "corrupt.npz").write_bytes(data[:1000] + bytes(len(data) - 1000))
+    server = MnistHttpServer(root)
+    yield server
+    server.close()
+
+
+def trainer_env(home: Path, mnist_url: str, **extra: str) -> dict[str, str]:
+    """Environment for a quick, real trainer run on a slice of real MNIST."""
+    env = dict(os.environ)
+    env.update(
+        MNIST_HOME=str(home),
+        MNIST_URL=mnist_url,
+        MNIST_SHA256=SHARED_MNIST_SHA256,
+        EPOCHS="1",
+        TRAIN_SUBSET=str(TRAIN_SUBSET),
+        MIN_ACCURACY=str(QUICK_MIN_ACCURACY),
+    )
+    env.update(extra)
+    return env
+
+
+def run_trainer(
+    home: Path, mnist_url: str, *args: str, timeout: float = 300, **extra: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=ROOT,
+        env=trainer_env(home, mnist_url, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory, mnist_http: MnistHttpServer) -> Path:
+    """A volume holding the dataset cache and version 1, written by the real trainer. Read-only for tests."""
+    home = tmp_path_factory.mktemp("trained-home")
+    result = run_trainer(home, mnist_http.url())
+    assert result.returncode == 0, f"trainer failed:\n{result.stdout}\n{result.stderr}"
+    return home
+
+
+@pytest.fixture
+def home_copy(trained_home: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of `trained_home` for tests that publish, retire or break versions."""
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """A real gunicorn process serving `server.wsgi:app` on 127.0.0.1."""
+
+    def __init__(self, home: Path, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = dict(os.environ)
+        full_env.update(MNIST_HOME=str(home), PORT=str(self.port), BIND_HOST="127.0.0.1", RELOAD_INTERVAL="0.5")
+        full_env.update(env)
+        self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process it captures
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: `start_server(home, wait=True, **env)` starts gunicorn; all are stopped afterwards."""
+    servers: list[LiveServer] = []
+
+    def start(home: Path, wait: bool = True, **env: str) -> LiveServer:
+        server = LiveServer(home, tmp_path / f"gunicorn-{len(servers)}.log", **env)
+        servers.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,1 @@
+"""Training job: download MNIST, train the reference CNN, publish a verified model version."""

@@ -1,0 +1,134 @@
+"""`python -m trainer`: fetch MNIST, train, check, publish a new model version.
+
+Every flag has an environment-variable twin (see shared/config.py); flags win.
+Exit status: 0 published (or skipped on purpose), 1 not published, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared import dataset
+from shared.config import Config, ConfigError, env_name
+from shared.dataset import DatasetError
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from trainer.export import QualityGateError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
+
+    def flag(name: str, field: str, kind: type, help_text: str) -> None:
+        parser.add_argument(name, dest=field, type=kind, default=None, help=f"{help_text} (env {env_name(field)})")
+
+    flag("--epochs", "epochs", int, "training epochs")
+    flag("--batch-size", "batch_size", int, "training batch size")
+    flag("--seed", "seed", int, "random seed")
+    flag("--train-subset", "train_subset", int, "train on the first N images only; 0 = all")
+    flag("--min-accuracy", "min_accuracy", float, "quality gate on test accuracy")
+    flag("--keep-versions", "keep_versions", int, "model versions to keep")
+    flag("--home", "home", Path, "shared volume root (model store and dataset cache)")
+    parser.add_argument("--skip-if-published", dest="skip_if_published", action="store_const", const=True,
+                        default=None, help=f"exit 0 if a model already exists (env {env_name('skip_if_published')})")
+    return parser.parse_args(argv)
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import numpy
+    import onnx
+    import onnxruntime
+    import tensorflow
+    import tf2onnx
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "tf2onnx": tf2onnx.__version__,
+    }
+
+
+def run(config: Config) -> int:
+    store = ModelStore(config.model_base_path)
+    store.clean_stale_staging()
+    if config.skip_if_published and store.latest() is not None:
+        print(f"trainer: {store.base_path} already holds version {store.latest()}; not training (SKIP_IF_PUBLISHED)")
+        return 0
+
+    # Imported here so `--help` and configuration errors answer without loading TensorFlow.
+    from trainer.export import check_onnx_agrees, export_onnx
+    from trainer.train import evaluate, train
+
+    path = dataset.fetch(config.dataset_url, config.dataset_sha256, config.dataset_path)
+    data = dataset.load(path)
+    images = config.train_subset or len(data.x_train)
+    print(f"trainer: training on {images} images for {config.epochs} epochs", flush=True)
+    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset)
+    scores = evaluate(training.model, data.x_test, data.y_test)
+    probabilities = scores.pop("probabilities")
+    print(f"trainer: test accuracy {scores['test_accuracy']:.4f}, loss {scores['test_loss']:.4f}", flush=True)
+    if scores["test_accuracy"] < config.min_accuracy:
+        raise QualityGateError(
+            f"test accuracy {scores['test_accuracy']:.4f} is below MIN_ACCURACY {config.min_accuracy}; not publishing"
+        )
+
+    with store.staging() as staged:
+        training.model.save(staged / KERAS_FILE)
+        export_onnx(training.model, staged / ONNX_FILE)
+        difference = check_onnx_agrees(staged / ONNX_FILE, data.x_test, probabilities)
+        metadata = {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "dataset_sha256": dataset.sha256_of(path),
+            "hyperparameters": {
+                "epochs": config.epochs,
+                "batch_size": config.batch_size,
+                "seed": config.seed,
+                "train_images": training.train_images,
+                "optimizer": "rmsprop",
+                "loss": "categorical_crossentropy",
+            },
+            "history": training.history,
+            **scores,
+            "onnx_max_probability_difference": difference,
+            "training_seconds": training.seconds,
+            "libraries": library_versions(),
+        }
+
+        def stamp(folder: Path, version: int) -> None:
+            (folder / METADATA_FILE).write_text(json.dumps({"version": version, **metadata}, indent=2))
+
+        version = store.publish(staged, stamp)
+    print(f"trainer: published version {version} to {store.version_dir(version)}", flush=True)
+    for old in store.prune(config.keep_versions):
+        print(f"trainer: removed old version {old} (KEEP_VERSIONS={config.keep_versions})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = Config.from_env(**vars(args))
+    except ConfigError as error:
+        print(f"trainer: {error}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        status = run(config)
+    except DatasetError as error:
+        print(f"trainer: dataset error: {error}", file=sys.stderr)
+        return 1
+    except QualityGateError as error:
+        print(f"trainer: not published: {error}", file=sys.stderr)
+        return 1
+    print(f"trainer: done in {time.perf_counter() - started:.1f} s", flush=True)
+    return status

@@ -1,0 +1,46 @@
+"""ONNX export for the server, and the check that it computes what Keras computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shared.preprocess import scale_pixels
+
+if TYPE_CHECKING:
+    import keras
+
+PROBABILITY_TOLERANCE = 1e-4
+
+
+class QualityGateError(RuntimeError):
+    """The trained model must not be published; the message says why."""
+
+
+def export_onnx(model: keras.Model, path: Path) -> None:
+    model.export(str(path), format="onnx", verbose=False)
+
+
+def check_onnx_agrees(onnx_path: Path, images: np.ndarray, keras_probabilities: np.ndarray) -> float:
+    """Run the exported model on `images`; returns the largest probability difference.
+
+    Raises QualityGateError when any predicted label differs or a probability is off by
+    more than PROBABILITY_TOLERANCE.
+    """
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    onnx_probabilities = session.run(None, {input_name: scale_pixels(images)})[0]
+    disagreements = int((onnx_probabilities.argmax(axis=1) != keras_probabilities.argmax(axis=1)).sum())
+    largest_difference = float(np.abs(onnx_probabilities - keras_probabilities).max())
+    if disagreements:
+        raise QualityGateError(f"ONNX export disagrees with Keras on {disagreements} of {len(images)} labels")
+    if largest_difference > PROBABILITY_TOLERANCE:
+        raise QualityGateError(
+            f"ONNX export differs from Keras by {largest_difference:.2e} in a probability"
+            f" (tolerance {PROBABILITY_TOLERANCE:.0e})"
+        )
+    return largest_difference

@@ -1,0 +1,93 @@
+"""Fit the reference model, with one readable log line per epoch when not on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from shared.dataset import NUM_CLASSES, Mnist
+from shared.preprocess import scale_pixels
+from trainer.model import build_model
+
+
+@dataclass
+class TrainingRun:
+    model: keras.Model
+    history: list[dict[str, float]]  # one entry per epoch
+    seconds: float
+    train_images: int
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records per-epoch metrics and seconds; prints them as one line when `print_lines`."""
+
+    def __init__(self, epochs: int, print_lines: bool) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.print_lines = print_lines
+        self.history: list[dict[str, float]] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        entry = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self._started, 2)}
+        entry.update({key: round(float(value), 5) for key, value in logs.items()})
+        self.history.append(entry)
+        if self.print_lines:
+            print(
+                f"epoch {epoch + 1}/{self.epochs}: loss {entry.get('loss', float('nan')):.4f}"
+                f" accuracy {entry.get('accuracy', float('nan')):.4f}"
+                f" val_accuracy {entry.get('val_accuracy', float('nan')):.4f}"
+                f" ({entry['seconds']:.1f} s)",
+                flush=True,
+            )
+
+
+def train(data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: int = 0) -> TrainingRun:
+    keras.utils.set_random_seed(seed)
+    x_train, y_train = data.x_train, data.y_train
+    if train_subset:
+        x_train, y_train = x_train[:train_subset], y_train[:train_subset]
+    x_test = scale_pixels(data.x_test)
+    y_test = keras.utils.to_categorical(data.y_test, NUM_CLASSES)
+
+    model = build_model()
+    on_terminal = sys.stdout.isatty()
+    timer = EpochTimer(epochs, print_lines=not on_terminal)
+    started = time.perf_counter()
+    model.fit(
+        scale_pixels(x_train),
+        keras.utils.to_categorical(y_train, NUM_CLASSES),
+        batch_size=batch_size,
+        epochs=epochs,
+        verbose=1 if on_terminal else 0,
+        validation_data=(x_test, y_test),
+        callbacks=[timer],
+    )
+    return TrainingRun(model, timer.history, round(time.perf_counter() - started, 2), len(x_train))
+
+
+def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Test loss and accuracy, per-class accuracy and the confusion matrix (rows: true label)."""
+    x = scale_pixels(images)
+    loss, accuracy = model.evaluate(x, keras.utils.to_categorical(labels, NUM_CLASSES), batch_size=1000, verbose=0)
+    probabilities = model.predict(x, batch_size=1000, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
+    np.add.at(confusion, (labels.astype(int), predicted), 1)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "test_loss": round(float(loss), 5),
+        "test_accuracy": round(float(accuracy), 5),
+        "per_class_accuracy": [round(float(value), 5) for value in per_class],
+        "confusion_matrix": confusion.tolist(),
+        "probabilities": probabilities,
+    }
