@@ -25,29 +25,56 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
 
 
+def _port(text: str) -> int:
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
+    value = _float(text)
+    if not 0 < value < float("inf"):
         raise ValueError("must be greater than 0")
     return value
 
 
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return Path(text)
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _float(text)
     if not 0.0 <= value <= 1.0:
         raise ValueError("must be between 0 and 1")
     return value
@@ -89,7 +116,7 @@ def _setting(env: str, default: str, parse: Callable[[str], Any], used_by: str, 
 @dataclass(frozen=True)
 class Config:
     # Shared volume
-    home: Path = _setting("MNIST_HOME", "var", Path, "both",
+    home: Path = _setting("MNIST_HOME", "var", _path, "both",
                           "Shared volume root: model store in `<home>/mnist/`, dataset cache in `<home>/datasets/`.")
     dataset_url: str = _setting("MNIST_URL", KERAS_MNIST_URL, str, "trainer",
                                 "Where to download `mnist.npz` from (http(s)://, file:// or a local path).")
@@ -120,7 +147,7 @@ class Config:
     max_body_bytes: int = _setting("MAX_BODY_BYTES", str(32 * 1024 * 1024), _positive_int, "server",
                                    "Largest request body accepted; larger ones get 413 without being read.")
     bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
-    port: int = _setting("PORT", "8000", _positive_int, "server", "TCP port gunicorn listens on.")
+    port: int = _setting("PORT", "8000", _port, "server", "TCP port gunicorn listens on.")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
     threads: int = _setting("THREADS", "4", _positive_int, "server", "Request threads per gunicorn worker.")
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
@@ -161,9 +188,22 @@ class Config:
         return self.home / "datasets" / "mnist.npz"
 
 
+def _field(field_name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(Config) if f.name == field_name)
+
+
 def env_name(field_name: str) -> str:
     """The environment variable behind a `Config` field."""
-    return next(f.metadata["env"] for f in dataclasses.fields(Config) if f.name == field_name)
+    return _field(field_name).metadata["env"]
+
+
+def parse_setting(field_name: str, text: str) -> Any:
+    """Parse `text` as the value of a `Config` field, with the same checks as its variable.
+
+    Raises ValueError saying what a good value looks like (CLI flags use it, so that
+    `--epochs 0` is refused just like `EPOCHS=0`).
+    """
+    return _field(field_name).metadata["parse"](text)
 
 
 def config_table() -> str:

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -92,7 +93,10 @@ def load(path: Path) -> Mnist:
     """Load `mnist.npz` and check it really holds MNIST-shaped arrays."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # np.load also reads a bare .npy array
+            raise DatasetError(f"{path}: a single .npy array, expected an .npz archive of MNIST arrays")
+        with loaded as archive:
             missing = sorted(set(_EXPECTED_ARRAYS) - set(archive.files))
             if missing:
                 raise DatasetError(f"{path}: missing arrays {', '.join(missing)}")
@@ -101,7 +105,7 @@ def load(path: Path) -> Mnist:
         raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file (has the trainer downloaded the dataset yet?)") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as error:  # zlib: damaged deflate data
         raise DatasetError(f"{path}: not a readable .npz file ({error})") from None
     _check(path, arrays)
     return Mnist(**arrays)
@@ -118,7 +122,9 @@ def _check(path: Path, arrays: dict[str, np.ndarray]) -> None:
         images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if images.shape[1:] != IMAGE_SHAPE:
             raise DatasetError(f"{path}: x_{split} images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
-        if len(images) != len(labels) or len(images) == 0:
+        if len(images) == 0:
+            raise DatasetError(f"{path}: x_{split} holds no images")
+        if len(images) != len(labels):
             raise DatasetError(f"{path}: x_{split} has {len(images)} images but y_{split} has {len(labels)} labels")
         if labels.max() >= NUM_CLASSES:
             raise DatasetError(f"{path}: y_{split} holds label {labels.max()}, expected 0..9")

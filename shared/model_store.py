@@ -137,9 +137,7 @@ class ModelStore:
     def prune(self, keep: int) -> list[int]:
         """Delete all but the newest `keep` versions; returns the deleted numbers."""
         doomed = self.versions()[:-keep] if keep > 0 else []
-        for version in doomed:
-            self._delete(self.version_dir(version))
-        return doomed
+        return [version for version in doomed if self._delete(self.version_dir(version))]
 
     def rollback(self) -> int:
         """Take the newest version out of service; returns the version that is current now."""
@@ -161,14 +159,24 @@ class ModelStore:
         cutoff = time.time() - older_than_s
         removed = []
         for entry in self.base_path.iterdir():
-            is_leftover = entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX))
-            if is_leftover and entry.stat().st_mtime < cutoff:
+            if not entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)):
+                continue
+            try:
+                is_stale = entry.stat().st_mtime < cutoff
+            except FileNotFoundError:  # its publisher (or another cleaner) just moved it
+                continue
+            if is_stale:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
         return removed
 
-    def _delete(self, path: Path) -> None:
+    def _delete(self, path: Path) -> bool:
+        """Delete a version folder; False when it is already gone (a concurrent trainer pruned it)."""
         # Renamed away first, so no reader ever sees a half-deleted version folder.
         doomed = self.base_path / f"{DELETING_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(path, doomed)
+        try:
+            os.rename(path, doomed)
+        except FileNotFoundError:
+            return False
         shutil.rmtree(doomed, ignore_errors=True)
+        return True

@@ -13,9 +13,10 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from shared import dataset
-from shared.config import Config, ConfigError, env_name
+from shared.config import Config, ConfigError, env_name, parse_setting
 from shared.dataset import DatasetError
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from trainer.export import QualityGateError
@@ -24,16 +25,22 @@ from trainer.export import QualityGateError
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.splitlines()[0])
 
-    def flag(name: str, field: str, kind: type, help_text: str) -> None:
-        parser.add_argument(name, dest=field, type=kind, default=None, help=f"{help_text} (env {env_name(field)})")
+    def flag(name: str, field: str, help_text: str) -> None:
+        def parse(text: str) -> Any:  # the variable's own checks, so `--epochs 0` fails like `EPOCHS=0`
+            try:
+                return parse_setting(field, text)
+            except ValueError as error:
+                raise argparse.ArgumentTypeError(f"{text!r} {error}") from None
 
-    flag("--epochs", "epochs", int, "training epochs")
-    flag("--batch-size", "batch_size", int, "training batch size")
-    flag("--seed", "seed", int, "random seed")
-    flag("--train-subset", "train_subset", int, "train on the first N images only; 0 = all")
-    flag("--min-accuracy", "min_accuracy", float, "quality gate on test accuracy")
-    flag("--keep-versions", "keep_versions", int, "model versions to keep")
-    flag("--home", "home", Path, "shared volume root (model store and dataset cache)")
+        parser.add_argument(name, dest=field, type=parse, default=None, help=f"{help_text} (env {env_name(field)})")
+
+    flag("--epochs", "epochs", "training epochs")
+    flag("--batch-size", "batch_size", "training batch size")
+    flag("--seed", "seed", "random seed")
+    flag("--train-subset", "train_subset", "train on the first N images only; 0 = all")
+    flag("--min-accuracy", "min_accuracy", "quality gate on test accuracy")
+    flag("--keep-versions", "keep_versions", "model versions to keep")
+    flag("--home", "home", "shared volume root (model store and dataset cache)")
     parser.add_argument("--skip-if-published", dest="skip_if_published", action="store_const", const=True,
                         default=None, help=f"exit 0 if a model already exists (env {env_name('skip_if_published')})")
     return parser.parse_args(argv)
