@@ -18,7 +18,10 @@ $(BIN)/.installed: requirements/*.txt
 
 venv: $(BIN)/.installed ## Create .venv with the pinned dependencies
 
-test: $(BIN)/.installed ## Run the whole test suite (installs what it needs first)
+browser: ## Install Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium)
+	bash scripts/install-browser.sh
+
+test: $(BIN)/.installed browser ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed ## ruff over the code
@@ -30,4 +33,4 @@ train-local: $(BIN)/.installed ## Train and publish a model into ./var without D
 serve-local: $(BIN)/.installed ## Serve ./var with gunicorn on http://127.0.0.1:8000 without Docker
 	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
 
-.PHONY: help venv test lint train-local serve-local
+.PHONY: help venv browser test lint train-local serve-local
