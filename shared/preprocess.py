@@ -40,6 +40,7 @@ def decode_image(data: bytes) -> Image.Image:
             if width * height > MAX_IMAGE_PIXELS:
                 raise ImageError(f"image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels are accepted")
             image.load()
+            image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways plus an EXIF tag
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -56,19 +57,23 @@ def decode_image(data: bytes) -> Image.Image:
 def image_to_mnist(data: bytes) -> np.ndarray:
     """Any image bytes -> (28, 28) uint8, white digit on black, centred like MNIST."""
     gray = np.asarray(decode_image(data), dtype=np.float32)
-    if _border_mean(gray) > 127:  # dark ink on light paper: MNIST is light ink on dark
+    if _border_level(gray) > 127:  # dark ink on light paper: MNIST is light ink on dark
         gray = 255.0 - gray
+    # Grey paper or a dim photo: ink is what stands out from the background, not any non-black pixel.
+    gray = np.clip(gray - _border_level(gray), 0.0, 255.0)
     ink = gray > INK_THRESHOLD
     if not ink.any():
         return np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.uint8)
     rows, cols = np.nonzero(ink)
     digit = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    digit *= 255.0 / digit.max()  # MNIST strokes peak at full white, however faint the pencil was
     return _centre_by_mass(_fit_into_box(digit))
 
 
-def _border_mean(gray: np.ndarray) -> float:
+def _border_level(gray: np.ndarray) -> float:
+    """The background's brightness: the median of the outermost pixels (robust to ink touching the edge)."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(border.mean())
+    return float(np.median(border))
 
 
 def _fit_into_box(digit: np.ndarray) -> np.ndarray:
