@@ -1,0 +1,37 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from server import metrics, web
+from server.errors import register_error_handlers
+from server.inference import Inference
+from server.model_manager import ModelManager
+from server.routes import kserve, ops, predict, samples, tfserving
+from server.samples import SampleStore
+from server.services import EXTENSION, Services
+from shared.config import Config
+
+
+def create_app(config: Config | None = None, watch: bool = True) -> Flask:
+    """Build the app; with `watch` it loads the current model now and then watches the store.
+
+    Under gunicorn this runs in each worker after the fork (no preload_app), so every worker
+    has its own model and reload thread and TensorFlow (keras backend) is never forked.
+    """
+    config = config or Config.from_env()
+    app = Flask(__name__, static_folder=None)  # static files belong to the web blueprint (/ui)
+    # Werkzeug refuses larger bodies with 413 from Content-Length alone, before reading them.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False
+    manager = ModelManager(config)
+    app.extensions[EXTENSION] = Services(config, manager, Inference(manager, config.max_batch_size),
+                                         SampleStore(config.dataset_path))
+    register_error_handlers(app)
+    metrics.install(app)
+    for blueprint in (ops.bp, predict.bp, tfserving.bp, kserve.bp, samples.bp, web.bp):
+        app.register_blueprint(blueprint)
+    if watch:
+        manager.start()
+    return app

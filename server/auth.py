@@ -1,0 +1,28 @@
+"""Optional bearer-token protection of the prediction routes (AUTH_TOKEN; off when empty)."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import request
+
+from server.errors import ApiError
+from server.services import services
+
+
+def require_token(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        expected = services().config.auth_token
+        if expected:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            # compare_digest: the time taken does not reveal how much of a guess was right.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+                raise ApiError("missing or wrong bearer token; send Authorization: Bearer <token>", 401,
+                               headers={"WWW-Authenticate": 'Bearer realm="mnist"'})
+        return view(*args, **kwargs)
+
+    return guarded

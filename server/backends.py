@@ -1,0 +1,74 @@
+"""Model runtimes: ONNX Runtime over `model.onnx` (default) or Keras over `model.keras`.
+
+Both take the model's input convention, (N, 28, 28, 1) float32 in 0..1, and return (N, 10)
+float32 softmax probabilities. TensorFlow is imported only inside `KerasModel`, so an ONNX
+server never loads it (a test checks the worker's memory maps).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from shared.model_store import KERAS_FILE, ONNX_FILE
+
+
+class Model(Protocol):
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxModel:
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        # The arena keeps the peak of every batch size ever seen; off, a worker stays near 70 MB.
+        options.enable_cpu_mem_arena = False
+        options.log_severity_level = 3
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        # InferenceSession.run is thread-safe, so gunicorn's threads share one session.
+        return np.asarray(self._session.run(None, {self._input: batch})[0], dtype=np.float32)
+
+
+_tf_threads_set = False
+
+
+class KerasModel:
+    def __init__(self, path: Path, threads: int) -> None:
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        global _tf_threads_set
+        if not _tf_threads_set:
+            try:  # only possible before TensorFlow's first op in this process
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass
+            _tf_threads_set = True
+        import keras
+
+        self._model = keras.saving.load_model(str(path), compile=False)
+        # Eager Keras calls from several threads at once are not documented as safe: serialise them.
+        self._lock = threading.Lock()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model(batch, training=False), dtype=np.float32)
+
+
+def load_model(backend: str, version_dir: Path, threads: int) -> Model:
+    """Load the version's file for `backend` ("onnx" or "keras")."""
+    if backend == "keras":
+        return KerasModel(version_dir / KERAS_FILE, threads)
+    return OnnxModel(version_dir / ONNX_FILE, threads)

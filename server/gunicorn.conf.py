@@ -1,0 +1,77 @@
+"""gunicorn settings, all from `shared.config.Config` (environment variables).
+
+    python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
+
+No preload_app: each worker builds the app after the fork, so it has its own model, its own
+reload thread and (keras backend) its own TensorFlow, which is not fork-safe. On SIGTERM
+gunicorn stops accepting, lets requests in flight finish (graceful_timeout), then exits.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared` and `server` importable from anywhere
+
+from shared.config import Config, ConfigError
+
+try:
+    _config = Config.from_env()
+except ConfigError as error:
+    sys.exit(f"server: {error}")
+
+bind = f"{_config.bind_host}:{_config.port}"
+workers = _config.workers
+worker_class = "gthread"
+threads = _config.threads
+timeout = _config.request_timeout
+graceful_timeout = _config.request_timeout
+keepalive = 5
+preload_app = False
+# No runtime control socket: one fixed path per user would clash between several servers on a host.
+control_socket_disable = True
+# Docker's /tmp may be a slow overlay; /dev/shm keeps the heartbeat files in memory where it exists.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# prometheus_client's multiprocess mode: every worker writes its metric files to one folder,
+# which must exist, be empty at start, and be set before any worker imports prometheus_client.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+_own_metrics_dir = not _metrics_dir
+if _own_metrics_dir:
+    _metrics_dir = tempfile.mkdtemp(prefix="mnist-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+else:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(stale)  # from a previous run: would be added to this run's counters
+
+# Everything to stdout, one format, so `docker logs` shows one ordered stream.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+    },
+}
+# The access log never includes request headers, so an Authorization token is never written.
+accesslog = "-"
+
+
+def child_exit(_server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # drop the dead worker's live gauges
+
+
+def on_exit(_server) -> None:
+    if _own_metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

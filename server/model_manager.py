@@ -1,0 +1,234 @@
+"""Which model answers: load, warm up, hot-reload, pin, roll back, and remember failures.
+
+A background thread in each worker polls the model store every RELOAD_INTERVAL seconds
+(polling, not inotify: it works on any Docker volume). The newest version that has not
+failed to load is loaded and warmed in that thread, then swapped in with one reference
+assignment, so a request that already holds the old model finishes with it and no
+request ever waits for or fails on a reload. A version that fails to load is remembered
+with its error (shown by /models and /metrics) and not retried until its folder changes;
+the model that was serving keeps serving. When the newest folder disappears (rollback),
+the now-newest version is served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server import metrics
+from server.backends import Model, load_model
+from server.errors import NotFound, Unavailable
+from shared.config import Config
+from shared.model_store import ModelStore, ModelStoreError
+from shared.preprocess import scale_pixels
+
+log = logging.getLogger(__name__)
+EXTRA_VERSIONS_CACHED = 2  # explicitly requested older/newer versions kept loaded (LRU)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: int
+    model: Model
+    metadata: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 28, 28) pixel values 0..255 -> (N, 10) probabilities."""
+        return self.model.predict(scale_pixels(pixels))
+
+
+@dataclass(frozen=True)
+class Failure:
+    version: int
+    error: str
+    identity: tuple[int, int]  # (inode, mtime) of the folder: a replaced folder is tried again
+
+
+Loader = Callable[[str, Path, int], Model]
+
+
+class ModelManager:
+    def __init__(self, config: Config, loader: Loader = load_model) -> None:
+        self.config = config
+        self.store = ModelStore(config.model_base_path)
+        self._loader = loader
+        self._current: LoadedModel | None = None
+        self._failures: dict[int, Failure] = {}
+        self._extra: OrderedDict[int, LoadedModel] = OrderedDict()
+        self._poll_lock = threading.Lock()
+        self._extra_lock = threading.Lock()
+        self._loading: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        metrics.SERVED_VERSION.set(0)
+
+    # -- what requests use -------------------------------------------------------------
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def get(self, version: int | None = None) -> LoadedModel:
+        """The served model, or an explicitly requested version (loaded on demand, small LRU)."""
+        current = self._current
+        if version is None or (current is not None and current.version == version):
+            if current is None:
+                raise Unavailable(self.not_ready_reason())
+            return current
+        with self._extra_lock:
+            if version in self._extra:
+                self._extra.move_to_end(version)
+                return self._extra[version]
+            if not self.store.has_version(version):
+                raise NotFound(f"model version {version} not found; versions in the store: {self.store.versions()}")
+            failure = self._failure(version)
+            if failure is not None:
+                raise Unavailable(f"model version {version} failed to load: {failure.error}")
+            loaded = self._load(version, warm=False)
+            if loaded is None:
+                raise Unavailable(f"model version {version} failed to load: {self._failures[version].error}")
+            self._extra[version] = loaded
+            while len(self._extra) > EXTRA_VERSIONS_CACHED:
+                self._extra.popitem(last=False)
+            return loaded
+
+    def not_ready_reason(self) -> str:
+        base = self.store.base_path
+        pinned = self.config.pinned_version
+        if self._loading is not None:
+            return f"loading model version {self._loading}"
+        if pinned is not None:
+            failure = self._failure(pinned)
+            if failure is not None:
+                return f"pinned MODEL_VERSION={pinned} failed to load: {failure.error}"
+            return f"pinned MODEL_VERSION={pinned} is not in {base}; versions there: {self.store.versions()}"
+        versions = self.store.versions()
+        if not versions:
+            return f"no model in {base} yet; waiting for the trainer to publish one"
+        return f"no loadable model in {base}: versions {versions} all failed to load (see /models)"
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed versions that are still in the store."""
+        present = set(self.store.versions())
+        return [{"version": f.version, "error": f.error} for f in sorted(self._failures.values(),
+                                                                        key=lambda f: f.version)
+                if f.version in present]
+
+    # -- the reload loop -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load what is there now (so a worker answers only once warm), then watch in the background."""
+        self.poll()
+        self._thread = threading.Thread(target=self._watch, name="model-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload_interval):
+            try:
+                self.poll()
+            except Exception:  # the watcher must outlive any surprise (an NFS hiccup, a race)
+                log.exception("model reload check failed; will try again")
+
+    def poll(self) -> None:
+        """Serve the version that should be served now, if it is not already."""
+        with self._poll_lock:
+            pinned = self.config.pinned_version
+            candidates = [pinned] if pinned is not None else sorted(self.store.versions(), reverse=True)
+            for version in candidates:
+                current = self._current
+                if current is not None and current.version == version:
+                    return
+                if not self.store.has_version(version) or self._failure(version) is not None:
+                    continue
+                self._loading = version
+                try:
+                    loaded = self._load(version, warm=True)
+                finally:
+                    self._loading = None
+                if loaded is not None:
+                    self._swap(loaded)
+                    return
+
+    def _swap(self, loaded: LoadedModel) -> None:
+        previous = self._current
+        self._current = loaded  # one assignment: requests see the old or the new model, never half of one
+        metrics.SERVED_VERSION.set(loaded.version)
+        if previous is not None:
+            metrics.RELOADS.inc()
+        log.info("serving model version %d (was %s)", loaded.version, previous.version if previous else "none")
+
+    def _load(self, version: int, warm: bool) -> LoadedModel | None:
+        folder = self.store.version_dir(version)
+        started = time.perf_counter()
+        try:
+            metadata = self.store.metadata(version)
+            model = self._loader(self.config.backend, folder, self.config.inference_threads)
+            loaded = LoadedModel(version, model, metadata)
+            self._check_and_warm(loaded, warm)
+        except Exception as error:  # any library's error: the version is unusable, the server is not
+            self._record_failure(version, folder, f"{type(error).__name__}: {error}")
+            return None
+        log.info("loaded model version %d (%s) in %.2f s", version, self.config.backend,
+                 time.perf_counter() - started)
+        return loaded
+
+    def _check_and_warm(self, loaded: LoadedModel, warm: bool) -> None:
+        # Batch 1 (interactive use) and the largest batch allowed: the shapes whose first run is slow.
+        sizes = (1, self.config.max_batch_size) if warm else (1,)
+        for size in sizes:
+            probabilities = loaded.predict(np.zeros((size, 28, 28), dtype=np.float32))
+            if probabilities.shape != (size, 10):
+                raise ModelStoreError(f"model answers shape {probabilities.shape}, expected ({size}, 10)")
+
+    def _record_failure(self, version: int, folder: Path, error: str) -> None:
+        self._failures[version] = Failure(version, error, _identity(folder))
+        metrics.LOAD_FAILURES.labels(str(version)).inc()
+        log.error("model version %d failed to load; keeping the current model: %s", version, error)
+
+    def _failure(self, version: int) -> Failure | None:
+        failure = self._failures.get(version)
+        if failure is not None and failure.identity != _identity(self.store.version_dir(version)):
+            del self._failures[version]  # the folder was replaced: worth another try
+            return None
+        return failure
+
+    # -- status for /models and the TF Serving / v2 status routes ----------------------------
+
+    def status(self) -> dict[str, Any]:
+        current = self._current
+        versions = []
+        for version in self.store.versions():
+            try:
+                metadata = self.store.metadata(version)
+            except ModelStoreError:
+                metadata = {}
+            versions.append({"version": version, "created": metadata.get("created"),
+                             "test_accuracy": metadata.get("test_accuracy")})
+        return {
+            "served_version": current.version if current else None,
+            "pinned": self.config.pinned_version,
+            "backend": self.config.backend,
+            "versions": versions,
+            "failed": self.failures(),
+            "metadata": current.metadata if current else None,
+        }
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    try:
+        stat = folder.stat()
+    except OSError:
+        return (0, 0)
+    return (stat.st_ino, stat.st_mtime_ns)

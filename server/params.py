@@ -1,0 +1,68 @@
+"""Reading request bodies and query parameters, with a 4xx saying exactly what was wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import request
+
+from server.errors import ApiError
+from server.inference import InputError
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def json_body() -> Any:
+    """The request body as JSON; 415 for another content type, 400 for bytes that are not JSON."""
+    if not request.is_json:
+        raise ApiError(f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}", 415)
+    return parse_json(request.get_data(cache=False))
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError too
+        raise InputError(f"body is not valid JSON ({error})") from None
+
+
+def json_object(required: tuple[str, ...] = ()) -> dict[str, Any]:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InputError(f"body must be a JSON object, got {type(body).__name__}")
+    missing = [key for key in required if key not in body]
+    if missing:
+        raise InputError(f"body lacks {', '.join(repr(key) for key in missing)}")
+    return body
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    return to_int(raw, f"query parameter {name}", low, high)
+
+
+def to_int(raw: str, what: str, low: int, high: int | None = None) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"-?[0-9]{1,18}", text):
+        raise InputError(f"{what} must be an integer, got {raw!r}")
+    value = int(text)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InputError(f"{what} must be {bound}, got {value}")
+    return value
+
+
+def bool_arg(name: str, default: bool = False) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise InputError(f"query parameter {name} must be true or false, got {raw!r}")

@@ -1,0 +1,1 @@
+"""One blueprint per area of the HTTP API; each is a thin adapter over `server.inference`."""

@@ -1,0 +1,108 @@
+"""MNIST sample images with the served model's predictions: list, single PNG/JSON, and a titled grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from server.errors import NotFound
+from server.grid import render_grid
+from server.inference import InputError
+from server.params import bool_arg, int_arg, to_int
+from server.services import services
+from shared.preprocess import mnist_to_png
+
+bp = Blueprint("samples", __name__)
+MAX_LIMIT = 100
+MAX_GRID = 100
+MAX_COLS = 20
+MAX_SCALE = 20
+
+
+def _split_arg(default: str) -> str:
+    return request.args.get("split", default)
+
+
+def _window(total: int, default_count: int, name: str, most: int) -> tuple[int, int]:
+    offset = int_arg("offset", 0, 0, total)
+    return offset, int_arg(name, default_count, 1, most)
+
+
+def _entry(split: str, index: int, label: int, predicted: Any, probability: Any) -> dict[str, Any]:
+    return {"index": index, "label": label, "predicted": predicted, "probability": probability,
+            "image_url": f"/samples/{split}/{index}.png", "pixels_url": f"/samples/{split}/{index}.json"}
+
+
+@bp.get("/samples")
+def list_samples():
+    found = services()
+    split = _split_arg("test")
+    images, labels = found.samples.split(split)
+    total = len(images)
+    offset, limit = _window(total, 15, "limit", MAX_LIMIT)
+    wrong_only = bool_arg("wrong_only")
+    model = found.manager.get() if wrong_only else found.manager.current  # mistakes need a model: 503 without
+    entries: list[dict[str, Any]] = []
+    position = offset
+    while position < total and len(entries) < limit:
+        stop = min(total, position + (limit if not wrong_only else 1000))
+        if model is None:
+            entries += [_entry(split, i, int(labels[i]), None, None) for i in range(position, stop)]
+            position = stop
+            continue
+        predicted, probability = found.samples.predictions(model, split, position, stop)
+        for i in range(position, stop):
+            guess = int(predicted[i - position])
+            if wrong_only and guess == labels[i]:
+                continue
+            entries.append(_entry(split, i, int(labels[i]), guess, float(probability[i - position])))
+            if len(entries) == limit:
+                stop = i + 1
+                break
+        position = stop
+    return {"split": split, "offset": offset, "limit": limit, "total": total,
+            "model_version": model.version if model else None, "samples": entries,
+            "next_offset": position if position < total else None}
+
+
+def _index(split: str, raw: str) -> tuple[Any, int, int]:
+    images, labels = services().samples.split(split, in_path=True)
+    index = to_int(raw, "sample index", 0)
+    if index >= len(images):
+        raise NotFound(f"sample index {index} is out of range; split {split!r} has {len(images)} images")
+    return images, labels, index
+
+
+@bp.get("/samples/<split>/<index>.png")
+def sample_png(split: str, index: str):
+    images, _labels, position = _index(split, index)
+    scale = int_arg("scale", 1, 1, MAX_SCALE)
+    return Response(mnist_to_png(images[position], scale), mimetype="image/png",
+                    headers={"Cache-Control": "public, max-age=86400"})
+
+
+@bp.get("/samples/<split>/<index>.json")
+def sample_json(split: str, index: str):
+    images, labels, position = _index(split, index)
+    return {"split": split, "index": position, "label": int(labels[position]),
+            "pixels": images[position].tolist()}
+
+
+@bp.get("/samples/grid.png")
+def grid():
+    found = services()
+    split = _split_arg("train")
+    images, labels = found.samples.split(split)
+    offset, count = _window(len(images), 15, "count", MAX_GRID)
+    cols = int_arg("cols", 5, 1, MAX_COLS)
+    stop = min(len(images), offset + count)
+    if stop <= offset:
+        raise InputError(f"offset {offset} leaves no images in split {split!r} ({len(images)} images)")
+    model = found.manager.current
+    predicted = None
+    if model is not None:
+        predicted = [int(p) for p in found.samples.predictions(model, split, offset, stop)[0]]
+    png = render_grid(images[offset:stop], list(range(offset, stop)), [int(v) for v in labels[offset:stop]],
+                      predicted, cols)
+    return Response(png, mimetype="image/png")

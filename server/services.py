@@ -1,0 +1,26 @@
+"""The per-app objects routes need (config, model manager, inference core, samples), kept on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from server.inference import Inference
+from server.model_manager import ModelManager
+from server.samples import SampleStore
+from shared.config import Config
+
+EXTENSION = "mnist"
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    manager: ModelManager
+    inference: Inference
+    samples: SampleStore
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]
