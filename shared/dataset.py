@@ -9,9 +9,11 @@ needed, so the server (which only reads the cache) never imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import time
 import uuid
 import zipfile
 import zlib
@@ -25,6 +27,8 @@ IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
 SPLITS = ("train", "test")
 _EXPECTED_ARRAYS = {"x_train": 3, "y_train": 1, "x_test": 3, "y_test": 1}
+DOWNLOAD_PREFIX = ".download-"
+STALE_DOWNLOAD_SECONDS = 3600
 
 
 class DatasetError(RuntimeError):
@@ -67,7 +71,8 @@ def fetch(url: str, sha256: str, cache_path: Path) -> Path:
             return cache_path
         print(f"dataset: cached {cache_path} does not match SHA-256 {sha256}; downloading again", flush=True)
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = cache_path.parent / f".download-{uuid.uuid4().hex[:8]}"
+    _remove_stale_downloads(cache_path.parent)
+    scratch = cache_path.parent / f"{DOWNLOAD_PREFIX}{uuid.uuid4().hex[:8]}"
     scratch.mkdir()
     try:
         downloaded = _download(_as_url(url), sha256, scratch, cache_path.name)
@@ -75,6 +80,19 @@ def fetch(url: str, sha256: str, cache_path: Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return cache_path
+
+
+def _remove_stale_downloads(folder: Path) -> None:
+    """Delete the private folders of downloads killed mid-way.
+
+    A live download writes its file all the time, so a folder whose newest entry has not
+    changed for an hour belongs to a process that is gone.
+    """
+    cutoff = time.time() - STALE_DOWNLOAD_SECONDS
+    for entry in folder.glob(f"{DOWNLOAD_PREFIX}*"):
+        with contextlib.suppress(FileNotFoundError):  # another process may be removing it too
+            if max(p.stat().st_mtime for p in [entry, *entry.iterdir()]) < cutoff:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _download(url: str, sha256: str, folder: Path, name: str) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,20 @@ def test_a_failed_download_keeps_the_cached_file_it_was_replacing_out_of_service
         dataset.fetch(mnist_http.url("truncated.npz"), SHARED_MNIST_SHA256, cache)
     assert cache.read_bytes() == b"stale"
     assert sorted(p.name for p in cache.parent.iterdir()) == ["mnist.npz"]
+
+
+def test_a_download_killed_long_ago_is_cleaned_up_but_a_live_one_is_not(mnist_http, tmp_path):
+    cache = cache_file(tmp_path)
+    cache.parent.mkdir()
+    killed, live = cache.parent / ".download-killed", cache.parent / ".download-live"
+    for folder in (killed, live):
+        folder.mkdir()
+        (folder / "mnist.npz").write_bytes(b"partial")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (killed, killed / "mnist.npz", live):  # the live download's file is still being written
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    dataset.fetch(mnist_http.url(), SHARED_MNIST_SHA256, cache)
+    assert sorted(p.name for p in cache.parent.iterdir()) == [".download-live", "mnist.npz"]
 
 
 def test_server_down_is_a_clear_error(tmp_path):

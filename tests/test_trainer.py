@@ -133,6 +133,21 @@ def test_the_onnx_gate_refuses_any_disagreement(trained_home, onnx_session, mnis
         check_onnx_agrees(onnx_path, images, relabelled)
 
 
+@pytest.mark.parametrize("on_terminal", [True, False])
+def test_training_shows_keras_progress_bar_only_on_a_terminal(on_terminal, capsys, monkeypatch):
+    from shared.dataset import Mnist
+    from trainer.train import train
+
+    with np.load(SHARED_MNIST) as archive:  # a tiny slice: this is about the output, not the model
+        data = Mnist(*(archive[key][:256] for key in ("x_train", "y_train", "x_test", "y_test")))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: on_terminal)
+    run = train(data, epochs=2, batch_size=128, seed=1)
+    output = capsys.readouterr().out
+    assert (run.train_images, len(run.history)) == (256, 2)
+    assert ("━" in output) is on_terminal  # Keras' bar
+    assert ("epoch 2/2: loss" in output) is not on_terminal  # the plain per-epoch line
+
+
 def test_the_accuracy_gate_publishes_nothing_and_logs_one_line_per_epoch(home_copy, mnist_http):
     store = ModelStore(home_copy / "mnist")
     requests_before = len(mnist_http.requests)
