@@ -291,7 +291,10 @@
   };
 
   function sampleTile(sample, split) {
-    const wrong = sample.predicted !== sample.label;
+    // predicted is null while the server has no model loaded: show the label alone then.
+    const known = sample.predicted != null;
+    const wrong = known && sample.predicted !== sample.label;
+    const verdict = !known ? "no model yet" : wrong ? "✗ wrong" : "✓ right";
     const img = element("img", {
       width: "84",
       height: "84",
@@ -304,7 +307,7 @@
         className: wrong ? "tile wrong" : "tile",
         "data-index": String(sample.index),
         "data-label": String(sample.label),
-        "data-predicted": String(sample.predicted),
+        "data-predicted": known ? String(sample.predicted) : "",
       },
       img,
       element("span", { className: "tile-index", text: `#${sample.index}` }),
@@ -313,10 +316,10 @@
         "span",
         { className: "tile-predicted" },
         "Predicted ",
-        element("b", { text: String(sample.predicted) }),
-        ` ${percent(sample.probability)}`,
+        element("b", { text: known ? String(sample.predicted) : "–" }),
+        known ? ` ${percent(sample.probability)}` : "",
       ),
-      element("span", { className: "verdict", text: wrong ? "✗ wrong" : "✓ right" }),
+      element("span", { className: "verdict", text: verdict }),
     );
   }
 
@@ -516,7 +519,13 @@
     const meta = models.metadata || {};
     const hyper = meta.hyperparameters || {};
     const facts = [
-      ["Served version", `${models.served_version}${models.pinned != null ? " (pinned)" : " (newest)"}`, "served-version"],
+      [
+        "Served version",
+        models.served_version == null
+          ? "none yet (waiting for the trainer)"
+          : `${models.served_version}${models.pinned != null ? " (pinned)" : " (newest)"}`,
+        "served-version",
+      ],
       ["Trained", meta.created ? formatDate(meta.created) : "unknown", "trained"],
       ["Test accuracy", meta.test_accuracy != null ? percent(meta.test_accuracy) : "unknown", "test-accuracy"],
       ["Test loss", meta.test_loss != null ? meta.test_loss.toFixed(4) : "unknown", "test-loss"],
@@ -565,7 +574,7 @@
       if (serialised === shownModels) return;
       const previous = shownModels ? JSON.parse(shownModels).served_version : null;
       shownModels = serialised;
-      $("header-version").textContent = String(models.served_version);
+      $("header-version").textContent = models.served_version == null ? "none yet" : String(models.served_version);
       renderFacts(models);
       renderCharts((models.metadata && models.metadata.history) || []);
       renderConfusion((models.metadata && models.metadata.confusion_matrix) || [], models.metadata?.per_class_accuracy);
