@@ -70,6 +70,7 @@ def fetch(url: str, sha256: str, cache_path: Path) -> Path:
         if sha256_of(cache_path) == sha256:
             return cache_path
         print(f"dataset: cached {cache_path} does not match SHA-256 {sha256}; downloading again", flush=True)
+        cache_path.unlink(missing_ok=True)  # out of service now, even if the new download fails
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_downloads(cache_path.parent)
     scratch = cache_path.parent / f"{DOWNLOAD_PREFIX}{uuid.uuid4().hex[:8]}"
