@@ -174,13 +174,22 @@ class LiveServer:
         return self.process.returncode
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Factory: `start_server(home, wait=True, **env)` starts gunicorn; all are stopped afterwards."""
+def assert_json_error(response: requests.Response, status: int, *fragments: str) -> dict:
+    """The server's error contract: the given 4xx/5xx status, JSON `{"error": "..."}` naming what was wrong."""
+    assert response.status_code == status, f"{response.status_code} != {status}: {response.text[:300]}"
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers["Content-Type"]
+    body = response.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+    for fragment in fragments:
+        assert fragment.lower() in body["error"].lower(), f"{fragment!r} not in {body['error']!r}"
+    return body
+
+
+def _server_factory(log_dir: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def start(home: Path, wait: bool = True, **env: str) -> LiveServer:
-        server = LiveServer(home, tmp_path / f"gunicorn-{len(servers)}.log", **env)
+        server = LiveServer(home, log_dir / f"gunicorn-{len(servers)}.log", **env)
         servers.append(server)
         if wait:
             server.wait_ready()
@@ -189,3 +198,15 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: `start_server(home, wait=True, **env)` starts gunicorn; all are stopped afterwards."""
+    yield from _server_factory(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
+    """Like `start_server`, but the servers live until the test module ends (one start serves many tests)."""
+    yield from _server_factory(tmp_path_factory.mktemp("gunicorn"))

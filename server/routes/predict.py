@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, request
 
-from server import inference
+from server import inference, multipart
 from server.auth import require_token
 from server.errors import ApiError
 from server.inference import InputError, Result
@@ -19,13 +19,13 @@ NPY_TYPES = ("application/x-npy", "application/npy")
 
 
 def _multipart_images(max_batch_size: int) -> np.ndarray:
-    files = list(request.files.items(multi=True))
+    files = multipart.uploads(request.get_data(cache=False), request.mimetype_params.get("boundary"))
     if not files:
         raise InputError("multipart body holds no image files")
     if len(files) > max_batch_size:
         raise InputError(f"{len(files)} images in one request; at most {max_batch_size} (MAX_BATCH_SIZE)")
-    return np.stack([inference.image_bytes(upload.read(), f"file {field!r} ({upload.filename!r})")
-                     for field, upload in files])
+    return np.stack([inference.image_bytes(bytes(upload.data), f"file {upload.field!r} ({upload.filename!r})")
+                     for upload in files])
 
 
 def request_pixels() -> np.ndarray:
