@@ -1,0 +1,136 @@
+"""Helpers every benchmark part shares: paths, the machine description, statistics, memory.
+
+Benchmarks print and write figures; nothing here asserts a time. Each part runs in its own
+process (TensorFlow's thread pools and allocator would otherwise colour the next part),
+writes `bench/tmp/<part>.json`, and `bench/run.py` merges those into `bench/results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TMP = ROOT / "bench" / "tmp"  # git-ignored scratch: model store, bodies, per-part results
+BENCH_HOME = TMP / "home"  # MNIST_HOME for the benchmark's own trained model and dataset cache
+SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+SHARED_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (no interpolation: the figure is a latency someone really saw)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return float(ordered[index])
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def rss_mib(pid: int) -> float:
+    """Current resident set size of `pid`, from /proc (no psutil needed)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct child processes of `pid` (gunicorn's workers under its master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited while we looked
+        # Field 4 is the parent pid; the command name (field 2) may hold spaces, so split after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def load_average() -> str:
+    """`uptime`'s load figures: the machine is shared, so every result records how busy it was."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "openblas_env": {key: value for key, value in os.environ.items() if key.startswith("OPENBLAS_")},
+    }
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("tensorflow-cpu", "keras", "numpy", "onnxruntime", "ai-edge-litert", "flask", "gunicorn"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    try:
+        found["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip()
+    except OSError:
+        found["wrk"] = "not installed"
+    return found
+
+
+def write_part(name: str, result: dict[str, Any]) -> Path:
+    TMP.mkdir(parents=True, exist_ok=True)
+    path = TMP / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
+def read_part(name: str) -> dict[str, Any] | None:
+    path = TMP / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Run a benchmark child (`python -m bench...`) whose last stdout line is a JSON object.
+
+    The child's other output (Keras progress, logs) passes through so a long run shows signs of life.
+    """
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True
+    )
+    last = ""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("{"):
+            last = line
+        else:
+            print(line, end="", flush=True)
+    if process.wait(timeout) != 0 or not last:
+        raise RuntimeError(f"{' '.join(args)} failed with exit status {process.returncode}")
+    return json.loads(last)
