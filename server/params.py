@@ -6,7 +6,8 @@ import json
 import re
 from typing import Any
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from server.errors import ApiError
 from server.inference import InputError
@@ -15,11 +16,24 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
+def body_bytes() -> bytes:
+    """The raw body, refusing more than MAX_BODY_BYTES with 413 also when it comes chunked."""
+    if request.content_length is not None:
+        return request.get_data(cache=False)  # Werkzeug already refused a larger Content-Length
+    # A chunked body has no length to check up front, and Werkzeug's stream would silently cut it
+    # at the limit (a truncated JSON or image): read one byte more than allowed to tell.
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    data = request.environ["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def json_body() -> Any:
     """The request body as JSON; 415 for another content type, 400 for bytes that are not JSON."""
     if not request.is_json:
         raise ApiError(f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}", 415)
-    return parse_json(request.get_data(cache=False))
+    return parse_json(body_bytes())
 
 
 def parse_json(body: bytes) -> Any:

@@ -11,7 +11,7 @@ from server import inference, multipart
 from server.auth import require_token
 from server.errors import ApiError
 from server.inference import InputError, Result
-from server.params import json_object
+from server.params import body_bytes, json_object
 from server.services import services
 
 bp = Blueprint("predict", __name__)
@@ -19,7 +19,7 @@ NPY_TYPES = ("application/x-npy", "application/npy")
 
 
 def _multipart_images(max_batch_size: int) -> np.ndarray:
-    files = multipart.uploads(request.get_data(cache=False), request.mimetype_params.get("boundary"))
+    files = multipart.uploads(body_bytes(), request.mimetype_params.get("boundary"))
     if not files:
         raise InputError("multipart body holds no image files")
     if len(files) > max_batch_size:
@@ -35,7 +35,7 @@ def request_pixels() -> np.ndarray:
     if mimetype == "multipart/form-data":
         return _multipart_images(limit)
     if mimetype in NPY_TYPES:
-        return inference.npy_body(request.get_data(cache=False))
+        return inference.npy_body(body_bytes())
     if request.is_json:
         return inference.instances(json_object(("instances",))["instances"], "instances", limit)
     raise ApiError(f"unsupported Content-Type {mimetype or 'none'!r}; send application/json,"

@@ -1,0 +1,103 @@
+"""Limits and protection: body size (413), batch size, and the optional bearer token."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import assert_json_error
+
+from shared.preprocess import mnist_to_png
+
+pytestmark = pytest.mark.slow
+TOKEN = "s3cret-token-never-logged"
+MAX_BODY = 60_000
+MAX_BATCH = 4
+ZERO = [[0] * 28 for _ in range(28)]
+
+
+@pytest.fixture(scope="module")
+def server(trained_home: Path, start_module_server):
+    return start_module_server(trained_home, AUTH_TOKEN=TOKEN, MAX_BODY_BYTES=str(MAX_BODY),
+                               MAX_BATCH_SIZE=str(MAX_BATCH), WEB_CONCURRENCY="1", THREADS="2")
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+V2_ONE = {"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+PROTECTED = [("/predict", {"instances": [ZERO]}), ("/v1/models/mnist:predict", {"instances": [ZERO]}),
+             ("/v1/models/mnist/versions/1:predict", {"instances": [ZERO]}), ("/v2/models/mnist/infer", V2_ONE)]
+
+
+@pytest.mark.parametrize(("path", "body"), PROTECTED)
+def test_prediction_routes_need_the_bearer_token(server, path, body) -> None:
+    url = server.url + path
+    missing = assert_json_error(requests.post(url, json=body, timeout=10), 401, "bearer")
+    assert TOKEN not in str(missing)
+    response = requests.post(url, json=body, headers={"Authorization": "Bearer wrong"}, timeout=10)
+    assert_json_error(response, 401)
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_json_error(requests.post(url, json=body, headers={"Authorization": TOKEN}, timeout=10), 401)
+    assert requests.post(url, json=body, headers=AUTH, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/models", "/openapi.json", "/samples",
+                                  "/samples/test/1.png", "/v1/models/mnist", "/v2/health/ready", "/"])
+def test_other_routes_stay_open(server, path) -> None:
+    assert requests.get(server.url + path, timeout=30).status_code == 200
+
+
+def test_the_token_is_never_logged(server) -> None:
+    requests.post(server.url + "/predict", json={"instances": [ZERO]}, headers=AUTH, timeout=10)
+    requests.post(server.url + "/predict", json={"instances": [ZERO]}, headers={"Authorization": "Bearer guess"},
+                  timeout=10)
+    log = server.log()
+    assert "POST /predict" in log and TOKEN not in log and "guess" not in log
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def test_bodies_over_max_body_bytes_get_413(server) -> None:
+    big = {"instances": [[[255] * 28] * 28] * 20}  # ~60 kB of JSON digits
+    assert_json_error(requests.post(server.url + "/predict", json=big, headers=AUTH, timeout=10), 413,
+                      "MAX_BODY_BYTES")
+    response = requests.post(server.url + "/predict", data=_npy(np.zeros((100, 28, 28), np.uint8)),
+                             headers={**AUTH, "Content-Type": "application/x-npy"}, timeout=10)
+    assert_json_error(response, 413)
+    chunked = iter([b'{"instances": [', b"0," * MAX_BODY, b"0]}"])  # no Content-Length: caught while reading
+    response = requests.post(server.url + "/predict", data=chunked,
+                             headers={**AUTH, "Content-Type": "application/json"}, timeout=10)
+    assert_json_error(response, 413)
+
+
+def test_batches_over_max_batch_size_get_400(server) -> None:
+    over = MAX_BATCH + 1
+    assert_json_error(requests.post(server.url + "/predict", json={"instances": [ZERO] * over}, headers=AUTH,
+                                    timeout=10), 400, "MAX_BATCH_SIZE")
+    assert_json_error(requests.post(server.url + "/v1/models/mnist:predict", json={"inputs": [ZERO] * over},
+                                    headers=AUTH, timeout=10), 400, "MAX_BATCH_SIZE")
+    v2 = {"inputs": [{"name": "pixels", "shape": [over, 28, 28], "datatype": "UINT8", "data": [0] * 784 * over}]}
+    assert_json_error(requests.post(server.url + "/v2/models/mnist/infer", json=v2, headers=AUTH, timeout=10),
+                      400, "MAX_BATCH_SIZE")
+    response = requests.post(server.url + "/predict", data=_npy(np.zeros((over, 28, 28), np.uint8)),
+                             headers={**AUTH, "Content-Type": "application/x-npy"}, timeout=10)
+    assert_json_error(response, 400, "MAX_BATCH_SIZE")
+    png = mnist_to_png(np.zeros((28, 28), np.uint8))
+    files = [("f", (f"{i}.png", png, "image/png")) for i in range(over)]
+    assert_json_error(requests.post(server.url + "/predict", files=files, headers=AUTH, timeout=10), 400,
+                      "MAX_BATCH_SIZE")
+    exactly = requests.post(server.url + "/predict", json={"instances": [ZERO] * MAX_BATCH}, headers=AUTH,
+                            timeout=10)
+    assert exactly.status_code == 200 and len(exactly.json()["predictions"]) == MAX_BATCH
+
+
+def test_openapi_states_the_configured_limits(server) -> None:
+    document = requests.get(server.url + "/openapi.json", timeout=5).json()
+    assert document["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"] == MAX_BATCH
+    assert str(MAX_BODY) in document["info"]["description"]
