@@ -4,6 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 LOCAL_HOME := var
+# The compose command the Docker targets use; the end-to-end test passes its own project and files:
+#   make retrain COMPOSE="docker compose -p mnist-e2e-x -f docker-compose.yml -f docker-compose.test.yml"
+COMPOSE ?= docker compose
+# `make train-local EPOCHS=2` / `make retrain EPOCHS=2`: flags for the training CLI.
+TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS))
+# Store maintenance runs in the trainer image (it mounts the volume read-write) without TensorFlow.
+MANAGE = $(COMPOSE) run --rm --entrypoint python trainer -m trainer.manage
+# What the running server container says it serves (python urllib: the slim image has no curl).
+SERVED = import os, urllib.request as u; \
+	r = u.Request("http://127.0.0.1:8000/models", headers={"Authorization": "Bearer " + os.environ.get("AUTH_TOKEN", "")}); \
+	print("served by the running server:", u.urlopen(r, timeout=5).read().decode())
 
 .DEFAULT_GOAL := help
 
@@ -24,13 +35,38 @@ browser: ## Install Debian's chromium for the browser tests (Playwright drives /
 test: $(BIN)/.installed browser ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.installed ## ruff over the code
+lint: $(BIN)/.installed ## ruff over the code, hadolint over the Dockerfile, `docker compose config`
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/docker-compose -f docker-compose.yml -f docker-compose.test.yml config --quiet
 
 train-local: $(BIN)/.installed ## Train and publish a model into ./var without Docker
-	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m trainer $(if $(EPOCHS),--epochs $(EPOCHS))
+	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m trainer $(TRAIN_FLAGS)
 
 serve-local: $(BIN)/.installed ## Serve ./var with gunicorn on http://127.0.0.1:8000 without Docker
 	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
 
-.PHONY: help venv browser test lint train-local serve-local
+up: ## Build the images and start the stack in the background (trains once on an empty volume)
+	$(COMPOSE) up --build -d
+	@echo "starting: the server answers on http://127.0.0.1:$${PORT:-8000} once healthy (make logs, make status)"
+
+down: ## Stop and remove the containers and network (the model volume is kept)
+	$(COMPOSE) down --remove-orphans
+
+logs: ## Follow the trainer's and the server's logs
+	$(COMPOSE) logs -f --tail=100
+
+train: ## Train in the trainer container, only if the volume holds no model yet
+	$(COMPOSE) run --rm trainer $(TRAIN_FLAGS)
+
+retrain: ## Publish a new model version now (EPOCHS=N); the running server hot-reloads it
+	$(COMPOSE) run --rm -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
+
+rollback: ## Retire the newest version; the server goes back to the previous one
+	$(MANAGE) rollback
+
+status: ## List the model versions in the volume and the one the server is serving
+	$(MANAGE) status
+	@$(COMPOSE) exec -T server python -c '$(SERVED)' || echo "the server is not running (make up)"
+
+.PHONY: help venv browser test lint train-local serve-local up down logs train retrain rollback status

@@ -1,0 +1,61 @@
+# One Dockerfile, one target per service: `--target server` (ONNX Runtime, no TensorFlow) and
+# `--target trainer` (TensorFlow). Both share the base stage, so the user, the volume folder and the
+# Python settings are written once and the two images agree on them (the trainer writes the volume,
+# the server reads it, with the same uid).
+#
+# Layer order, per service: requirements file -> pip install into /opt/venv -> code. A code change
+# only rebuilds the last small COPY layers; TensorFlow is reinstalled only when
+# requirements/trainer.txt changes. Without BuildKit (this engine's classic builder) there is no
+# pip cache mount, so the order of the layers is what keeps warm builds fast.
+#
+# Stage order matters for the classic builder, which builds every stage before the target:
+# server-deps and server come first, so `--target server` never installs TensorFlow.
+
+# Pinned tag (the Debian release is in the tag's name), so a rebuild gets the same Python 3.11 line.
+FROM python:3.11-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
+    MNIST_HOME=/data
+# A fixed uid/gid so files the trainer writes into the shared volume belong to the same user the
+# server runs as. /data is created here, owned by that user, because Docker seeds an empty named
+# volume from the image's folder (ownership included): the non-root trainer can then write to it.
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
+    && mkdir -p /app /data \
+    && chown app:app /data
+WORKDIR /app
+
+# Build stages: a virtual environment per image, copied whole into the runtime stage, so pip and its
+# build-time leftovers stay out of the final layers.
+FROM base AS server-deps
+COPY requirements/server.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt
+
+FROM base AS server
+COPY --from=server-deps /opt/venv /opt/venv
+COPY shared/ shared/
+COPY server/ server/
+# Numeric, so the runtime (and a Kubernetes runAsNonRoot check) can tell it is not root.
+USER 10001:10001
+ENV BIND_HOST=0.0.0.0 PORT=8000
+EXPOSE 8000
+# The slim image has no curl: ask /readyz with the standard library (a 503 raises, so exit status 1).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=2)"]
+CMD ["gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]
+
+FROM base AS trainer-deps
+COPY requirements/trainer.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt
+
+FROM base AS trainer
+COPY --from=trainer-deps /opt/venv /opt/venv
+COPY shared/ shared/
+COPY trainer/ trainer/
+USER 10001:10001
+# Keras keeps its config in ~/.keras; the app user has no home folder in the image.
+ENV KERAS_HOME=/tmp/keras
+ENTRYPOINT ["python", "-m", "trainer"]
