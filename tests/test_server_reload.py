@@ -1,0 +1,182 @@
+"""The model's life cycle under a running server: none yet, first model, a broken version,
+a hot reload under load, a rollback, and a pinned version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import assert_json_error
+
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+
+pytestmark = pytest.mark.slow
+ZERO = [[0] * 28 for _ in range(28)]
+WORKERS = 2
+
+
+def publish_copy(home: Path, source: Path, broken: bool = False) -> int:
+    """Publish a copy of version folder `source` the way the trainer does; `broken` garbles model.onnx."""
+    store = ModelStore(home / "mnist")
+    with store.staging() as staged:
+        for name in (KERAS_FILE, ONNX_FILE, METADATA_FILE):
+            shutil.copy(source / name, staged / name)
+        if broken:
+            (staged / ONNX_FILE).write_bytes(b"this is not an ONNX model")
+
+        def stamp(folder: Path, version: int) -> None:
+            metadata = json.loads((folder / METADATA_FILE).read_text())
+            (folder / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}))
+
+        return store.publish(staged, stamp)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def every_worker(server, check: Callable[[dict], bool], tries: int = 12) -> bool:
+    """`check` holds for /models from several requests in a row (they spread over the workers)."""
+    return all(check(requests.get(server.url + "/models", timeout=5).json()) for _ in range(tries))
+
+
+def served(version: int | None) -> Callable[[dict], bool]:
+    return lambda status: status["served_version"] == version
+
+
+@pytest.fixture(scope="module")
+def empty_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("empty-home")
+
+
+@pytest.fixture(scope="module")
+def server(empty_home: Path, start_module_server):
+    live = start_module_server(empty_home, wait=False, WEB_CONCURRENCY=str(WORKERS), THREADS="4")
+    live.wait_ready("/healthz")
+    return live
+
+
+def test_before_any_model_everything_says_why(server) -> None:
+    ready = assert_json_error(requests.get(server.url + "/readyz", timeout=5), 503, "no model")
+    assert ready["ready"] is False
+    assert_json_error(requests.get(server.url + "/v2/health/ready", timeout=5), 503, "no model")
+    assert_json_error(requests.get(server.url + "/v2/models/mnist/ready", timeout=5), 503)
+    assert_json_error(requests.get(server.url + "/v1/models/mnist", timeout=5), 503, "no model")
+    for path, body in (("/predict", {"instances": [ZERO]}), ("/v1/models/mnist:predict", {"instances": [ZERO]}),
+                       ("/v2/models/mnist/infer", {"inputs": [{"name": "x", "shape": [1, 784], "datatype": "UINT8",
+                                                               "data": [0] * 784}]})):
+        assert_json_error(requests.post(server.url + path, json=body, timeout=5), 503, "no model")
+    assert_json_error(requests.get(server.url + "/samples", timeout=5), 503, "mnist.npz")
+    assert_json_error(requests.get(server.url + "/samples/test/1.png", timeout=5), 503, "mnist.npz")
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+    status = requests.get(server.url + "/models", timeout=5).json()
+    assert status == {"served_version": None, "pinned": None, "backend": "onnx", "versions": [], "failed": [],
+                      "metadata": None}
+
+
+def test_first_model_and_dataset_are_picked_up(server, empty_home: Path, trained_home: Path) -> None:
+    (empty_home / "datasets").mkdir()
+    shutil.copy(trained_home / "datasets" / "mnist.npz", empty_home / "datasets" / "mnist.npz")
+    assert publish_copy(empty_home, trained_home / "mnist" / "1") == 1
+    wait_for(lambda: every_worker(server, served(1)), what="both workers to serve version 1")
+    assert requests.get(server.url + "/readyz", timeout=5).json() == {"ready": True, "model_version": 1}
+    assert requests.get(server.url + "/samples?limit=2", timeout=30).json()["model_version"] == 1
+
+
+def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empty_home, trained_home) -> None:
+    assert publish_copy(empty_home, trained_home / "mnist" / "1", broken=True) == 2
+    wait_for(lambda: every_worker(server, lambda s: [f["version"] for f in s["failed"]] == [2]),
+             what="version 2's failure in /models")
+    status = requests.get(server.url + "/models", timeout=5).json()
+    assert status["served_version"] == 1 and "ONNX" in status["failed"][0]["error"].upper()
+    answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=5).json()
+    assert answer["model_version"] == 1
+    tf_status = requests.get(server.url + "/v1/models/mnist/versions/2", timeout=5).json()
+    assert tf_status["model_version_status"][0]["state"] == "END"
+    assert_json_error(requests.post(server.url + "/v1/models/mnist/versions/2:predict",
+                                    json={"instances": [ZERO]}, timeout=5), 503, "failed to load")
+    time.sleep(2.5)  # five more polls: the broken version must not be tried again on each
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert f'mnist_model_load_failures_total{{version="2"}} {float(WORKERS)}' in metrics, metrics
+
+
+def test_hot_reload_under_load_fails_no_request(server, empty_home, trained_home) -> None:
+    outcomes: list[tuple[int, int | None]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                response = session.post(server.url + "/predict", json={"instances": [ZERO] * 8}, timeout=10)
+                version = response.json().get("model_version") if response.status_code == 200 else None
+                outcomes.append((response.status_code, version))
+            except requests.RequestException as error:
+                outcomes.append((0, repr(error)))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)
+        assert publish_copy(empty_home, trained_home / "mnist" / "1") == 3
+        wait_for(lambda: every_worker(server, served(3)), what="both workers to serve version 3")
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    failures = [outcome for outcome in outcomes if outcome[0] != 200]
+    assert not failures, f"{len(failures)} of {len(outcomes)} requests failed during the reload: {failures[:5]}"
+    versions = [version for _status, version in outcomes]
+    assert versions[0] == 1 and versions[-1] == 3 and set(versions) == {1, 3}
+    assert len(outcomes) > 20
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert f"mnist_model_reloads_total {float(WORKERS)}" in metrics
+
+
+def test_rollback_switches_to_the_now_newest_loadable_version(server, empty_home) -> None:
+    assert ModelStore(empty_home / "mnist").rollback() == 2  # 3 retired; 2 is the broken one
+    wait_for(lambda: every_worker(server, served(1)), what="both workers back on version 1")
+    status = requests.get(server.url + "/models", timeout=5).json()
+    assert [v["version"] for v in status["versions"]] == [1, 2] and status["failed"][0]["version"] == 2
+    assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/3", timeout=5), 404)
+
+
+def test_zz_no_500_during_the_life_cycle(server) -> None:
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'status="500"' not in metrics
+    assert "Traceback" not in server.log()
+
+
+def test_pinned_version_waits_for_it_and_ignores_newer_ones(start_server, home_copy: Path) -> None:
+    source = home_copy / "mnist" / "1"
+    live = start_server(home_copy, wait=False, MODEL_VERSION="2", WEB_CONCURRENCY="1")
+    live.wait_ready("/healthz")
+    assert_json_error(requests.get(live.url + "/readyz", timeout=5), 503, "MODEL_VERSION=2")
+    assert publish_copy(home_copy, source) == 2
+    live.wait_ready()
+    assert publish_copy(home_copy, source) == 3
+    time.sleep(1.5)
+    status = requests.get(live.url + "/models", timeout=5).json()
+    assert status["served_version"] == 2 and status["pinned"] == 2
+    answer = requests.post(live.url + "/predict", json={"instances": [ZERO]}, timeout=5).json()
+    assert answer["model_version"] == 2
+    # An explicit version is still served on request (loaded on demand), the pin only sets the default.
+    for version in (3, 1):
+        on_demand = requests.post(f"{live.url}/v1/models/mnist/versions/{version}:predict",
+                                  json={"instances": [ZERO]}, timeout=10)
+        assert on_demand.status_code == 200, on_demand.text
+    assert requests.get(live.url + "/v1/models/mnist/versions/3", timeout=10).json()[
+        "model_version_status"][0]["state"] == "AVAILABLE"
