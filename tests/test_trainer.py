@@ -1,8 +1,8 @@
 """The real trainer on a slice of real MNIST: what it publishes, its gates, logs and management CLI.
 
 Training is the expensive part (~25 s a run on 2 cores), so the published model comes from the
-session-wide `trained_home` (EPOCHS=1, TRAIN_SUBSET=4000, read-only here) and only the quality
-gate test trains once more, on 1000 images.
+session-wide `trained_home` (EPOCHS=1, TRAIN_SUBSET=4000, read-only here); only the quality gate
+test runs the trainer again (1000 images), and the progress-output test fits 256 images in-process.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import scale_pixels
 from trainer.export import PROBABILITY_TOLERANCE, QualityGateError, check_onnx_agrees
 
-HELD_OUT = slice(9000, 10000)  # test digits: never trained on (training uses x_train only)
+HELD_OUT = slice(9000, 10000)  # test digits: validation data only, never trained on
 REFERENCE_LAYERS = ["Conv2D", "Conv2D", "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dropout", "Dense"]
 REFERENCE_PARAMETERS = 1_199_882  # the Keras MNIST example's summary
 EPOCH_LINE = re.compile(r"^epoch 1/1: loss \d\.\d{4} accuracy \d\.\d{4} val_accuracy \d\.\d{4} \(\d+\.\d s\)$")
