@@ -137,5 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     except QualityGateError as error:
         print(f"trainer: not published: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        # Typically a full disk while staging the new version (Keras' own message names no
+        # file). The staging folder is already gone, so say that instead of a traceback.
+        print(f"trainer: not published: writing under {config.home} failed: {error}."
+              " No version was published and the partial files were removed.", file=sys.stderr)
+        return 1
     print(f"trainer: done in {time.perf_counter() - started:.1f} s", flush=True)
     return status
