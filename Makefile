@@ -10,11 +10,11 @@ COMPOSE ?= docker compose
 # `make train-local EPOCHS=2` / `make retrain EPOCHS=2`: flags for the training CLI.
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS))
 # Store maintenance runs in the trainer image (it mounts the volume read-write) without TensorFlow.
-MANAGE = $(COMPOSE) run --rm --entrypoint python trainer -m trainer.manage
+MANAGE = $(COMPOSE) run --rm --quiet-build --entrypoint python trainer -m trainer.manage
 # What the running server container says it serves (python urllib: the slim image has no curl).
-SERVED = import os, urllib.request as u; \
+SERVED = import json, os, urllib.request as u; \
 	r = u.Request("http://127.0.0.1:8000/models", headers={"Authorization": "Bearer " + os.environ.get("AUTH_TOKEN", "")}); \
-	print("served by the running server:", u.urlopen(r, timeout=5).read().decode())
+	print("served by the running server: version", json.load(u.urlopen(r, timeout=5))["served_version"])
 
 .DEFAULT_GOAL := help
 
@@ -46,9 +46,9 @@ train-local: $(BIN)/.installed ## Train and publish a model into ./var without D
 serve-local: $(BIN)/.installed ## Serve ./var with gunicorn on http://127.0.0.1:8000 without Docker
 	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
 
-up: ## Build the images and start the stack in the background (trains once on an empty volume)
-	$(COMPOSE) up --build -d
-	@echo "starting: the server answers on http://127.0.0.1:$${PORT:-8000} once healthy (make logs, make status)"
+up: ## Build the images, train once on an empty volume, start the server; returns when it is healthy
+	$(COMPOSE) up --build -d --wait
+	@echo "serving on http://127.0.0.1:$${PORT:-8000} (make logs, make status)"
 
 down: ## Stop and remove the containers and network (the model volume is kept)
 	$(COMPOSE) down --remove-orphans
@@ -57,10 +57,10 @@ logs: ## Follow the trainer's and the server's logs
 	$(COMPOSE) logs -f --tail=100
 
 train: ## Train in the trainer container, only if the volume holds no model yet
-	$(COMPOSE) run --rm trainer $(TRAIN_FLAGS)
+	$(COMPOSE) run --rm --quiet-build trainer $(TRAIN_FLAGS)
 
 retrain: ## Publish a new model version now (EPOCHS=N); the running server hot-reloads it
-	$(COMPOSE) run --rm -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
+	$(COMPOSE) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
 
 rollback: ## Retire the newest version; the server goes back to the previous one
 	$(MANAGE) rollback
