@@ -153,8 +153,8 @@ class LiveServer:
             try:
                 if requests.get(self.url + path, timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or accepted by the kernel while the worker still loads
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
 
