@@ -110,7 +110,8 @@ def visit(browser: Any) -> Iterator[Callable[..., Visit]]:
     contexts = []
 
     def open_page(server: LiveServer, **options: Any) -> Visit:
-        context = browser.new_context(**{"viewport": DESKTOP, **options})
+        # en-US: the page formats numbers for the reader's locale ("10,000"), and the tests read them.
+        context = browser.new_context(**{"viewport": DESKTOP, "locale": "en-US", **options})
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
