@@ -321,6 +321,11 @@ def test_page_is_usable_with_the_keyboard(served, visit):
     page.focus("#predict-button")
     page.keyboard.press("Enter")  # nothing drawn yet: the page says so instead of guessing
     assert "Draw a digit first" in page.inner_text("#predict-status")
+    # "Try it" on a tile predicts that sample: the predictor without drawing.
+    first_tile = tiles(page)[0]
+    page.focus(".tile:first-child button.try")
+    assert predict_with(page, lambda: page.keyboard.press("Enter")) == first_tile["predicted"]
+    assert "test-0.png" in page.inner_text("#result-detail")
     page.focus("#wrong-only")
     page.keyboard.press("Space")
     wait_js(page, "[...document.querySelectorAll('.tile')].every(t => t.classList.contains('wrong'))")

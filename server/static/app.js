@@ -107,6 +107,7 @@
       },
       { once: true },
     );
+    img.dataset.src = url; // the API's URL, kept when src becomes a blob: URL
     img.src = url;
   }
 
@@ -258,10 +259,8 @@
     $("result").hidden = false;
   }
 
-  // Shows the upload on the pad, scaled to fit, and predicts it straight away.
-  upload.addEventListener("change", async () => {
-    const file = upload.files && upload.files[0];
-    if (!file) return;
+  // Shows an image file on the pad, scaled to fit, and predicts the file itself straight away.
+  async function showAndPredict(file) {
     try {
       const bitmap = await createImageBitmap(file);
       const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
@@ -269,12 +268,18 @@
       const height = bitmap.height * scale;
       ctx.fillStyle = "#808080"; // neutral letterbox: the photo decides what is ink
       ctx.fillRect(0, 0, pad.width, pad.height);
+      ctx.imageSmoothingEnabled = scale < 1; // a 28 px digit shows its pixels when enlarged
       ctx.drawImage(bitmap, (pad.width - width) / 2, (pad.height - height) / 2, width, height);
     } catch {
       // The browser cannot show it; the server may still read it (and says so if not).
     }
     uploaded = file;
     await predict();
+  }
+
+  upload.addEventListener("change", () => {
+    const file = upload.files && upload.files[0];
+    if (file) showAndPredict(file);
   });
 
   predictButton.addEventListener("click", predict);
@@ -320,8 +325,30 @@
         known ? ` ${percent(sample.probability)}` : "",
       ),
       element("span", { className: "verdict", text: verdict }),
+      element(
+        "button",
+        { type: "button", className: "try", "aria-label": `Predict ${split} sample ${sample.index} in the pad` },
+        "Try it",
+      ),
     );
   }
+
+  // "Try it" sends the sample's own PNG through /predict, showing all ten probabilities
+  // (and giving keyboard users, who cannot draw, a way to use the predictor).
+  $("gallery").addEventListener("click", async (event) => {
+    const button = event.target.closest("button.try");
+    if (!button) return;
+    const tile = button.closest(".tile");
+    const url = tile.querySelector("img").dataset.src;
+    try {
+      const blob = await (await request(url)).blob();
+      const file = new File([blob], `${gallery.split}-${tile.dataset.index}.png`, { type: blob.type });
+      await showAndPredict(file);
+      $("result").scrollIntoView({ block: "nearest" });
+    } catch (error) {
+      $("predict-status").textContent = `Could not fetch that sample: ${error.message}`;
+    }
+  });
 
   async function loadGallery() {
     const ticket = ++gallery.loading;
