@@ -33,5 +33,5 @@ def create_app(config: Config | None = None, watch: bool = True) -> Flask:
     for blueprint in (ops.bp, predict.bp, tfserving.bp, kserve.bp, samples.bp, web.bp):
         app.register_blueprint(blueprint)
     if watch:
-        manager.start()
+        manager.start(load_first=config.backend == "onnx")
     return app

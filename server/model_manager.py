@@ -119,27 +119,39 @@ class ModelManager:
     def failures(self) -> list[dict[str, Any]]:
         """Failed versions that are still in the store."""
         present = set(self.store.versions())
-        return [{"version": f.version, "error": f.error} for f in sorted(self._failures.values(),
-                                                                        key=lambda f: f.version)
+        recorded = list(self._failures.values())  # a copy: the reload thread may add one meanwhile
+        return [{"version": f.version, "error": f.error} for f in sorted(recorded, key=lambda f: f.version)
                 if f.version in present]
 
     # -- the reload loop -----------------------------------------------------------------
 
-    def start(self) -> None:
-        """Load what is there now (so a worker answers only once warm), then watch in the background."""
-        self.poll()
-        self._thread = threading.Thread(target=self._watch, name="model-reload", daemon=True)
+    def start(self, load_first: bool = True) -> None:
+        """Watch the store in the background; with `load_first`, load what is there now before returning.
+
+        Loading first means a worker only takes requests once its model is warm. The keras backend
+        does not: importing TensorFlow can outlast gunicorn's boot timeout, so it loads in the
+        thread and the worker answers 503 (with the reason) until then.
+        """
+        if load_first:
+            self._safe_poll()
+        self._thread = threading.Thread(target=self._watch, args=(not load_first,), name="model-reload",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _watch(self) -> None:
+    def _watch(self, poll_now: bool) -> None:
+        if poll_now:
+            self._safe_poll()
         while not self._stop.wait(self.config.reload_interval):
-            try:
-                self.poll()
-            except Exception:  # the watcher must outlive any surprise (an NFS hiccup, a race)
-                log.exception("model reload check failed; will try again")
+            self._safe_poll()
+
+    def _safe_poll(self) -> None:
+        try:
+            self.poll()
+        except Exception:  # the watcher must outlive any surprise (an NFS hiccup, a race)
+            log.exception("model reload check failed; will try again")
 
     def poll(self) -> None:
         """Serve the version that should be served now, if it is not already."""
@@ -200,7 +212,7 @@ class ModelManager:
     def _failure(self, version: int) -> Failure | None:
         failure = self._failures.get(version)
         if failure is not None and failure.identity != _identity(self.store.version_dir(version)):
-            del self._failures[version]  # the folder was replaced: worth another try
+            self._failures.pop(version, None)  # the folder was replaced: worth another try
             return None
         return failure
 

@@ -27,8 +27,8 @@ class SampleStore:
         self.path = Path(path)
         self._data: Mnist | None = None
         self._lock = threading.Lock()
-        self._cache: dict[tuple[int, str, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._cache_version: int | None = None
+        # {model version: {(split, chunk): (labels, top probabilities)}}, for the newest version asked only
+        self._cache: dict[int, dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]] = {}
 
     def data(self) -> Mnist:
         if self._data is None:
@@ -49,18 +49,20 @@ class SampleStore:
 
     def predictions(self, model: LoadedModel, split: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Predicted labels and their probabilities for images start..stop-1 of a split."""
-        if self._cache_version != model.version:
-            self._cache = {}  # another model: old answers are stale
-            self._cache_version = model.version
         images, _labels = self.split(split)
+        cache = self._cache.get(model.version)
+        if cache is None:  # another model: the old answers are stale (one atomic replace, no shared mutation)
+            cache = {}
+            self._cache = {model.version: cache}
         labels, confidences = [], []
         for chunk in range(start // CHUNK, (stop - 1) // CHUNK + 1):
-            key = (model.version, split, chunk)
-            if key not in self._cache:
+            key = (split, chunk)
+            entry = cache.get(key)
+            if entry is None:
                 probabilities = model.predict(images[chunk * CHUNK: (chunk + 1) * CHUNK])
-                self._cache[key] = (probabilities.argmax(axis=1), probabilities.max(axis=1))
-            labels.append(self._cache[key][0])
-            confidences.append(self._cache[key][1])
+                entry = cache[key] = (probabilities.argmax(axis=1), probabilities.max(axis=1))
+            labels.append(entry[0])
+            confidences.append(entry[1])
         offset = (start // CHUNK) * CHUNK
         return (np.concatenate(labels)[start - offset: stop - offset],
                 np.concatenate(confidences)[start - offset: stop - offset])
