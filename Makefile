@@ -69,4 +69,12 @@ status: ## List the model versions in the volume and the one the server is servi
 	$(MANAGE) status
 	@$(COMPOSE) exec -T server python -c '$(SERVED)' || echo "the server is not running (make up)"
 
+BENCH_EPOCHS ?= 1
+
+# wrk is the load generator (Debian's package); installed here when missing so the run needs no one.
+bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/results.md (BENCH_EPOCHS=6: full run)
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
+
+.PHONY: bench
 .PHONY: help venv browser test lint train-local serve-local up down logs train retrain rollback status

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ def versions() -> dict[str, str]:
 def write_part(name: str, result: dict[str, Any]) -> Path:
     TMP.mkdir(parents=True, exist_ok=True)
     path = TMP / f"{name}.json"
-    path.write_text(json.dumps(result, indent=2))
+    # A part can be rerun alone (`bench.run --only`): the report shows when each was measured.
+    stamped = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), **result}
+    path.write_text(json.dumps(stamped, indent=2))
     return path
 
 

@@ -96,4 +96,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--ours"]:
         print(json.dumps(ours(int(sys.argv[2]))))
     else:
-        print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1), indent=2))
+        print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)))

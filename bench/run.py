@@ -1,0 +1,203 @@
+"""`make bench`: every benchmark part in its own process, then bench/results.json and results.md.
+
+    python -m bench.run [--epochs N] [--only training,inference,http]
+
+Parts: training (reference vs ours; also publishes the model the others use), inference
+(in-process runtimes), http (our server vs the naive one under wrk). `--only` reruns some
+parts and reports the others from their last run (each part records when it was measured).
+Figures are printed and written; no time is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
+
+PARTS = ("training", "inference", "http")
+RESULTS_JSON = ROOT / "bench" / "results.json"
+RESULTS_MD = ROOT / "bench" / "results.md"
+
+
+def run_parts(parts: list[str], epochs: int) -> None:
+    for part in parts:
+        print(f"bench: --- {part} (load {load_average()}) ---", flush=True)
+        if part == "training":
+            run_json(["-m", "bench.train_bench", str(epochs)])
+        elif part == "inference":
+            run_json(["-m", "bench.inference_bench"])
+        elif shutil.which("wrk"):
+            run_json(["-m", "bench.http_bench"])
+        else:
+            print("bench: wrk not found (apt-get install wrk); HTTP part skipped", flush=True)
+
+
+def table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def measured(part: dict[str, Any]) -> str:
+    return f"measured {part.get('measured_at', 'at an unrecorded time')}"
+
+
+def training_section(training: dict[str, Any]) -> list[str]:
+    rows = []
+    for side in ("reference", "ours"):
+        entry = training[side]
+        rows.append([side, entry["median_epoch_seconds"], entry["samples_per_second"],
+                     ", ".join(f"{value:.4f}" for value in entry["val_accuracy"]), entry["peak_rss_mib"],
+                     entry["load_before"]])
+    return [
+        f"## Training: {training['epochs']} epoch(s) on 60,000 images, batch 128 ({measured(training)})",
+        "",
+        *table(["side", "median s/epoch", "samples/s", "test accuracy per epoch", "peak RSS MiB", "load before"],
+               rows),
+        "",
+        f"Speed-up of ours over the reference: **{training['speedup']}x** per epoch; final test accuracy"
+        f" difference {training['accuracy_difference']:+.4f}. Reference = `bench/reference_train.py` (the"
+        " notebook code); ours = `python -m trainer`'s `train()`. Peak RSS is ru_maxrss of each process.",
+        "",
+    ]
+
+
+def inference_section(inference: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, entry in inference["runtimes"].items():
+        batches = entry["batches"]
+        rows.append([name, *(f"{batches[size]['latency_ms']} / {batches[size]['images_per_second']:.0f}"
+                             for size in ("1", "32", "256", "1000")),
+                     f"{entry['argmax_agreement']:.4f}", f"{entry['max_probability_difference']:.1e}"])
+    return [
+        f"## In-process inference ({measured(inference)})",
+        "",
+        "Median latency ms / images per second per call; agreement and largest probability difference"
+        " against Keras `model.predict` on all 10,000 test digits.",
+        "",
+        *table(["runtime", "batch 1", "batch 32", "batch 256", "batch 1000", "argmax agreement", "max prob diff"],
+               rows),
+        "",
+    ]
+
+
+def http_section(http: dict[str, Any]) -> list[str]:
+    rows = []
+    for server in ("ours", "naive"):
+        for case, figures in http[server]["cases"].items():
+            rows.append([server, case, figures["requests_per_second"], figures["images_per_second"],
+                         figures["p50_ms"], figures["p99_ms"], figures["errors"]])
+    limits = http["in_process_onnx_batch256_images_per_second"]
+    return [
+        f"## HTTP under load: wrk on 127.0.0.1, {http['seconds_per_case']} s per case ({measured(http)})",
+        "",
+        "ours = gunicorn `server/gunicorn.conf.py` with docker-compose.yml's server settings (2 gthread workers"
+        " x 4 threads, ONNX Runtime 1 thread each); naive = `bench/naive_server.py` (Flask + Keras"
+        " `model.predict` on `request.json`, one sync worker). cN = N connections.",
+        "",
+        *table(["server", "case", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows),
+        "",
+        *table(["server", "start to ready s", "RSS per worker MiB"],
+               [[server, http[server]["start_to_ready_seconds"], ", ".join(map(str, http[server]["worker_rss_mib"]))]
+                for server in ("ours", "naive")]),
+        "",
+        f"In-process ONNX Runtime at batch 256, measured just before and after the HTTP runs: {limits}"
+        f" images/s; the targets below use the best, {http['in_process_limit']}.",
+        "",
+    ]
+
+
+def targets_section(training: dict[str, Any] | None, http: dict[str, Any] | None) -> list[str]:
+    rows = []
+    if training:
+        rows.append(["training s/epoch, ours vs reference", f"{training['speedup']}x faster",
+                     ">= 1x at equal accuracy",
+                     "met" if training["speedup"] >= 1 and training["accuracy_difference"] >= -0.002 else "missed", ""])
+    profiles = []
+    if http:
+        for name, target in http["targets"].items():
+            profile = target.get("profile")
+            rows.append([name, target["ratio"], target["target"], "met" if target["met"] else "missed",
+                         f"`{profile}`" if profile else ""])
+            if profile and profile not in profiles:
+                profiles.append(profile)
+    lines = ["## Targets (ratios from this run)", "", *table(["target", "measured", "wanted", "", "profile"], rows),
+             ""]
+    for profile in profiles:
+        text = (ROOT / profile).read_text().splitlines()
+        # The frames under the route are where a request's time goes; the WSGI/thread frames above are 100%.
+        interesting = [line for line in text if any(key in line for key in
+                                                    ("predict", "Session.run", "request_pixels", "json", "loads",
+                                                     "dumps", "npy", "astype", "instances", "make_response"))]
+        lines += [f"Profile `{profile}` ({text[0].lstrip('# ')}), selected inclusive lines:", "", "```",
+                  *interesting[:14], "```", ""]
+    return lines
+
+
+def write_report(epochs: int) -> dict[str, Any]:
+    parts = {part: read_part(part) for part in PARTS}
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "load_average": load_average(),
+        "commands": {
+            "all": f"make bench BENCH_EPOCHS={epochs}   # = .venv/bin/python -m bench.run --epochs {epochs}",
+            "training": f".venv/bin/python -m bench.train_bench {epochs}",
+            "inference": ".venv/bin/python -m bench.inference_bench",
+            "http": ".venv/bin/python -m bench.http_bench   # BENCH_HTTP_SECONDS=8 per case",
+        },
+        **parts,
+    }
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    info = results["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); the raw figures are in `results.json`. The machine is shared"
+        " with other work, so each figure is a median and each ratio compares runs made minutes apart in one"
+        " `make bench`; the load average is recorded beside them.",
+        "",
+        *table(["", ""], [
+            ["date", results["date"]],
+            ["machine", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}"],
+            ["versions", ", ".join(f"{name} {version}" for name, version in results["versions"].items())],
+            ["load average at the end (1/5/15 min)", results["load_average"]],
+            *[[f"command ({name})", f"`{command}`"] for name, command in results["commands"].items()],
+        ]),
+        "",
+    ]
+    if parts["training"]:
+        lines += training_section(parts["training"])
+    if parts["inference"]:
+        lines += inference_section(parts["inference"])
+    if parts["http"]:
+        lines += http_section(parts["http"])
+    lines += targets_section(parts["training"], parts["http"])
+    RESULTS_MD.write_text("\n".join(lines))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs for both sides (default 1)")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
+    args = parser.parse_args()
+    parts = [part for part in args.only.split(",") if part]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {', '.join(sorted(unknown))}")
+    TMP.mkdir(parents=True, exist_ok=True)
+    run_parts(parts, args.epochs)
+    write_report(args.epochs)
+    print(f"bench: wrote {RESULTS_MD.relative_to(ROOT)} and {RESULTS_JSON.relative_to(ROOT)}")
+    print(Path(RESULTS_MD).read_text())
+
+
+if __name__ == "__main__":
+    main()
