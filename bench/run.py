@@ -106,8 +106,10 @@ def http_section(http: dict[str, Any]) -> list[str]:
                [[server, http[server]["start_to_ready_seconds"], ", ".join(map(str, http[server]["worker_rss_mib"]))]
                 for server in ("ours", "naive")]),
         "",
-        f"In-process ONNX Runtime at batch 256, measured just before and after the HTTP runs: {limits}"
-        f" images/s; the targets below use the best, {http['in_process_limit']}.",
+        "In-process ONNX Runtime at batch 256, measured just before and after the HTTP runs (images/s): "
+        + "; ".join(f"{when}: " + ", ".join(f"{name} {value}" for name, value in figures.items())
+                    for when, figures in limits.items())
+        + f". The targets below use the best, {http['in_process_limit']}.",
         "",
     ]
 
