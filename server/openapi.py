@@ -99,6 +99,7 @@ def _schemas(max_batch: int) -> dict[str, Any]:
             "instances": instances,
             "inputs": {"oneOf": [instances, {"type": "object", "required": ["pixels"],
                                              "additionalProperties": False, "properties": {"pixels": instances}}]}},
+            "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
             "description": "exactly one of `instances` (answer `predictions`) or `inputs` (answer `outputs`)"},
         "TfPredictResponse": {"type": "object", "properties": {
             "predictions": _array(probabilities), "outputs": _array(probabilities)}},
@@ -108,10 +109,11 @@ def _schemas(max_batch: int) -> dict[str, Any]:
             "model_spec": {"type": "object"}, "metadata": {"type": "object"}}},
         "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
             "name": {"type": "string"},
-            "shape": _array({"type": "integer", "minimum": 0}, minItems=2, maxItems=4,
+            "shape": _array({"type": "integer", "minimum": 1}, minItems=2, maxItems=4,
                             description="[N, 28, 28], [N, 784] or [N, 28, 28, 1]"),
             "datatype": {"type": "string", "enum": ["UINT8", "FP32"]},
-            "data": {"type": "array", "description": "pixel values 0..255, flat or nested (integers for UINT8)"},
+            "data": {"type": "array", "minItems": 1,
+                     "description": "pixel values 0..255, flat or nested (integers for UINT8)"},
             "parameters": {"type": "object"}}},
         "V2InferRequest": {"type": "object", "required": ["inputs"], "properties": {
             "id": {"type": "string"}, "inputs": _array(_ref("V2Tensor"), 1),
@@ -161,9 +163,10 @@ def _paths(max_batch: int) -> dict[str, Any]:
     body_errors = (400, 413, 415, 503)
     version = _path("version", {"type": "integer", "minimum": 0}, "model version number")
     split_query = _query("split", {"type": "string", "enum": ["train", "test"]}, "MNIST split")
-    offset = _query("offset", {"type": "integer", "minimum": 0}, "first image index")
+    offset = _query("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                    "first image index (past the end: an empty page)")
     split_path = _path("split", {"type": "string", "enum": ["train", "test"]}, "MNIST split")
-    index = _path("index", {"type": "integer", "minimum": 0}, "image index in the split")
+    index = _path("index", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, "image index in the split")
     native_body = {
         JSON: {"schema": _ref("PredictRequest")},
         "multipart/form-data": {"schema": {"type": "object", "minProperties": 1, "maxProperties": max_batch,

@@ -62,8 +62,10 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 def to_int(raw: str, what: str, low: int, high: int | None = None) -> int:
     text = raw.strip()
-    if not re.fullmatch(r"-?[0-9]{1,18}", text):
-        raise InputError(f"{what} must be an integer, got {raw!r}")
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise InputError(f"{what} must be an integer, got {raw[:40]!r}")
+    if len(text) > 30:  # int() of thousands of digits is slow (and refused past 4300)
+        raise InputError(f"{what} must be between {low} and {high if high is not None else 10**30}")
     value = int(text)
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"

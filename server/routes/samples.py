@@ -8,7 +8,6 @@ from flask import Blueprint, Response, request
 
 from server.errors import NotFound
 from server.grid import render_grid
-from server.inference import InputError
 from server.params import bool_arg, int_arg, to_int
 from server.services import services
 from shared.preprocess import mnist_to_png
@@ -25,7 +24,8 @@ def _split_arg(default: str) -> str:
 
 
 def _window(total: int, default_count: int, name: str, most: int) -> tuple[int, int]:
-    offset = int_arg("offset", 0, 0, total)
+    # An offset past the end is an empty page (like a list API), not an error.
+    offset = min(int_arg("offset", 0, 0, 10**30), total)
     return offset, int_arg(name, default_count, 1, most)
 
 
@@ -97,11 +97,9 @@ def grid():
     offset, count = _window(len(images), 15, "count", MAX_GRID)
     cols = int_arg("cols", 5, 1, MAX_COLS)
     stop = min(len(images), offset + count)
-    if stop <= offset:
-        raise InputError(f"offset {offset} leaves no images in split {split!r} ({len(images)} images)")
     model = found.manager.current
     predicted = None
-    if model is not None:
+    if model is not None and stop > offset:
         predicted = [int(p) for p in found.samples.predictions(model, split, offset, stop)[0]]
     png = render_grid(images[offset:stop], list(range(offset, stop)), [int(v) for v in labels[offset:stop]],
                       predicted, cols)
