@@ -32,6 +32,7 @@ from shared.preprocess import scale_pixels
 
 log = logging.getLogger(__name__)
 EXTRA_VERSIONS_CACHED = 2  # explicitly requested older/newer versions kept loaded (LRU)
+WARM_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,9 @@ class ModelManager:
         return loaded
 
     def _check_and_warm(self, loaded: LoadedModel, warm: bool) -> None:
-        # Batch 1 (interactive use) and the largest batch allowed: the shapes whose first run is slow.
-        sizes = (1, self.config.max_batch_size) if warm else (1,)
+        # Batch 1 (interactive use) and a large batch: their first runs pay for lazy initialisation and
+        # allocation. Capped so that a huge MAX_BATCH_SIZE does not make start-up slow.
+        sizes = (1, min(self.config.max_batch_size, WARM_BATCH)) if warm else (1,)
         for size in sizes:
             probabilities = loaded.predict(np.zeros((size, 28, 28), dtype=np.float32))
             if probabilities.shape != (size, 10):
