@@ -5,11 +5,13 @@
 #
 # Layer order, per service: requirements file -> pip install into /opt/venv -> code. A code change
 # only rebuilds the last small COPY layers; TensorFlow is reinstalled only when
-# requirements/trainer.txt changes. Without BuildKit (this engine's classic builder) there is no
-# pip cache mount, so the order of the layers is what keeps warm builds fast.
+# requirements/trainer.txt changes. No pip cache mount: plain `docker build` here has no BuildKit
+# (no buildx), so the order of the layers is what keeps warm builds fast, with either builder.
 #
 # Stage order matters for the classic builder, which builds every stage before the target:
 # server-deps and server come first, so `--target server` never installs TensorFlow.
+# The two deps/runtime pairs look alike on purpose: one ARG-driven pair could build a target with
+# the other service's requirements; separate stages make "no TensorFlow in the server" structural.
 
 # Pinned tag (the Debian release is in the tag's name), so a rebuild gets the same Python 3.11 line.
 FROM python:3.11-slim-bookworm AS base
