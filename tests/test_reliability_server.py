@@ -1,0 +1,215 @@
+"""Faults around the running server: bad models published as new versions, a worker
+killed under load, and a graceful stop with requests in flight.
+
+All against the real gunicorn master and workers on 127.0.0.1, over a model store the
+real trainer wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import psutil
+import pytest
+import requests
+from onnx import TensorProto, helper
+from soak.load import Load
+
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+
+pytestmark = pytest.mark.slow
+ZERO = [[0] * 28] * 28
+WORKERS = 2
+
+
+def onnx_model(input_shape: list, output_classes: int, weight: float) -> bytes:
+    """A loadable ONNX model: flatten the input, multiply by a constant matrix, softmax."""
+    features = int(np.prod(input_shape[1:]))
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [features, output_classes],
+                                 [weight] * (features * output_classes))
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"])],
+        "not_mnist",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", output_classes])],
+        initializer=[weights],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def publish_with_onnx(home: Path, onnx_bytes: bytes) -> int:
+    """Publish version 1's files as a new version, its model.onnx replaced by `onnx_bytes`."""
+    store = ModelStore(home / "mnist")
+    with store.staging() as staged:
+        for name in (KERAS_FILE, METADATA_FILE):
+            (staged / name).write_bytes((store.version_dir(1) / name).read_bytes())
+        (staged / ONNX_FILE).write_bytes(onnx_bytes)
+        metadata = json.loads((staged / METADATA_FILE).read_text())
+        return store.publish(staged, lambda folder, version: (folder / METADATA_FILE).write_text(
+            json.dumps({**metadata, "version": version})))
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = 30) -> float:
+    """Wait for `condition`; returns the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, f"no {what} after {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def eventually_true(condition: Callable[[], bool], timeout: float = 30) -> bool:
+    try:
+        eventually(condition, "condition", timeout)
+    except AssertionError:
+        return False
+    return True
+
+
+def predicted_version(url: str) -> int:
+    response = requests.post(url + "/predict", json={"instances": [ZERO]}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["model_version"]
+
+
+def all_workers_report(url: str, check: Callable[[dict], bool]) -> bool:
+    # Several requests in a row land on every worker (each worker has its own model manager).
+    return all(check(requests.get(url + "/models", timeout=10).json()) for _ in range(3 * WORKERS))
+
+
+BAD_MODELS = {
+    # A copy interrupted half way, e.g. by hand outside the trainer.
+    "truncated": lambda good: good[: len(good) // 2],
+    "wrong input shape": lambda good: onnx_model(["N", 5], 10, 0.1),
+    "wrong number of classes": lambda good: onnx_model(["N", 28, 28, 1], 3, 0.1),
+}
+
+
+@pytest.fixture(scope="module")
+def own_home(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("bad-models") / "home"
+    shutil.copytree(trained_home, home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(own_home: Path, start_module_server):
+    return start_module_server(own_home, WEB_CONCURRENCY=str(WORKERS), THREADS="2")
+
+
+def test_bad_models_are_refused_reported_and_the_last_good_one_keeps_serving(own_home, server) -> None:
+    good = (own_home / "mnist" / "1" / ONNX_FILE).read_bytes()
+    refused: list[int] = []
+    for kind, make in BAD_MODELS.items():
+        version = publish_with_onnx(own_home, make(good))
+        refused.append(version)
+        reported = eventually_true(lambda v=version: all_workers_report(
+            server.url, lambda status: v in [f["version"] for f in status["failed"]]))
+        assert reported, (f"{kind} model (version {version}) was not refused: /models says"
+                          f" {requests.get(server.url + '/models', timeout=10).json()}")
+        assert predicted_version(server.url) == 1, kind
+        assert requests.get(server.url + "/readyz", timeout=10).status_code == 200, kind
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    for version in refused:
+        assert f'mnist_model_load_failures_total{{version="{version}"}}' in metrics, metrics
+    # The failures do not wedge the reloader: the next good version is picked up as usual.
+    fixed = publish_with_onnx(own_home, good)
+    eventually(lambda: all_workers_report(server.url, lambda s: s["served_version"] == fixed), "the good version")
+    assert predicted_version(server.url) == fixed
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "server bug: the warm-up checks only the output shape, so a model answering NaN instead of"
+    " probabilities is served (see the reliability report)"))
+def test_a_model_answering_nan_is_refused(own_home, server) -> None:
+    nan_model = onnx_model(["N", 28, 28, 1], 10, float("nan"))
+    onnx.checker.check_model(nan_model)  # well-formed: loads, takes MNIST, answers ten numbers per image
+    serving = predicted_version(server.url)
+    version = publish_with_onnx(own_home, nan_model)
+    reported = eventually_true(lambda: all_workers_report(
+        server.url, lambda status: version in [f["version"] for f in status["failed"]]))
+    answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=10)
+    assert reported, f"NaN model served; /predict answers {answer.status_code} {answer.text[:200]}"
+    assert answer.json()["model_version"] == serving
+
+
+def test_a_killed_worker_is_replaced_and_service_recovers_within_seconds(trained_home, start_server) -> None:
+    server = start_server(trained_home, WEB_CONCURRENCY=str(WORKERS), THREADS="2")
+    master = psutil.Process(server.process.pid)
+    with Load(server.url, clients=4) as load:
+        time.sleep(2)
+        victim = master.children()[0]
+        victim.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def replaced() -> bool:
+            pids = {p.pid for p in master.children()}
+            return len(pids) == WORKERS and victim.pid not in pids
+
+        eventually(replaced, "replacement worker", timeout=30)
+        # Recovered: every request started from now on succeeds, for five seconds running.
+        recovered_at = time.monotonic()
+        recovery = recovered_at - killed_at
+        while time.monotonic() - recovered_at < 5:
+            time.sleep(0.5)
+            late_failures = load.failures(since=recovered_at)
+            if late_failures:
+                recovered_at = max(r.started for r in late_failures)
+                recovery = recovered_at - killed_at
+                assert recovery < 20, f"still failing {recovery:.1f} s after the kill: {late_failures[:3]}"
+    lost = load.failures(since=killed_at)
+    print(f"\nworker SIGKILL under load: recovered in {recovery:.2f} s; {len(lost)} requests lost"
+          f" (in flight on the killed worker) of {len(load.records)}")
+    assert recovery < 20
+    assert len(load.records) - len(load.failures()) > 50
+    assert not load.failures(until=killed_at), "requests failed before the kill"
+
+
+def test_sigterm_lets_requests_in_flight_finish(trained_home, start_server) -> None:
+    server = start_server(trained_home, WEB_CONCURRENCY=str(WORKERS), THREADS="4")
+    body = json.dumps({"instances": [ZERO]}).encode()
+    half = len(body) // 2
+    # Requests that are certainly in flight when the signal comes: each has reached a worker
+    # thread, which is inside the app reading a body that is only half sent.
+    in_flight = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(WORKERS * 2)]
+    for sock in in_flight:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:half])
+    time.sleep(1)
+    server.process.send_signal(signal.SIGTERM)
+    time.sleep(2)  # the master has passed the signal on; the workers are draining
+    assert server.process.poll() is None, "the master exited with requests in flight"
+    answers: list[bytes] = []
+
+    def finish(sock: socket.socket) -> None:
+        sock.sendall(body[half:])
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+            if b'"predictions"' in answer and answer.rstrip().endswith(b"}"):
+                break
+        answers.append(answer)
+        sock.close()
+
+    finishers = [threading.Thread(target=finish, args=(sock,)) for sock in in_flight]
+    for thread in finishers:
+        thread.start()
+    for thread in finishers:
+        thread.join(60)
+    failed = [a[:120] for a in answers if not a.startswith(b"HTTP/1.1 200")]
+    print(f"\ngraceful stop: {len(answers) - len(failed)} of {len(in_flight)} requests in flight answered 200")
+    assert len(answers) == len(in_flight) and not failed, failed
+    assert server.process.wait(60) == 0
+    with pytest.raises(requests.ConnectionError):  # and it really stopped listening
+        requests.get(server.url + "/healthz", timeout=5)
