@@ -29,9 +29,9 @@ def body_bytes() -> bytes:
     return data
 
 
-def json_body() -> Any:
-    """The request body as JSON; 415 for another content type, 400 for bytes that are not JSON."""
-    if not request.is_json:
+def json_body(any_content_type: bool = False) -> Any:
+    """The request body as JSON; 415 for another content type (unless `any_content_type`), 400 for non-JSON."""
+    if not (any_content_type or request.is_json):
         raise ApiError(f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}", 415)
     return parse_json(body_bytes())
 
@@ -43,8 +43,8 @@ def parse_json(body: bytes) -> Any:
         raise InputError(f"body is not valid JSON ({error})") from None
 
 
-def json_object(required: tuple[str, ...] = ()) -> dict[str, Any]:
-    body = json_body()
+def json_object(required: tuple[str, ...] = (), any_content_type: bool = False) -> dict[str, Any]:
+    body = json_body(any_content_type)
     if not isinstance(body, dict):
         raise InputError(f"body must be a JSON object, got {type(body).__name__}")
     missing = [key for key in required if key not in body]

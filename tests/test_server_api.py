@@ -242,6 +242,16 @@ def test_tfserving_errors(server, path, body, status) -> None:
     assert_json_error(post_json(server, path, body), status)
 
 
+def test_tfserving_and_v2_take_json_without_content_type(server) -> None:
+    # `curl -d '{"instances": ...}'` (the TF Serving docs' example) sends a form Content-Type.
+    body = json.dumps({"instances": [ZERO]})
+    response = requests.post(server.url + "/v1/models/mnist:predict", data=body,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 1
+    v2 = json.dumps({"inputs": [{"name": "p", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]})
+    assert requests.post(server.url + "/v2/models/mnist/infer", data=v2, timeout=10).status_code == 200
+
+
 def test_tfserving_rejects_nan(server) -> None:
     body = b'{"instances": [' + json.dumps(ZERO).replace("0", "NaN").encode() + b"]}"
     response = requests.post(server.url + "/v1/models/mnist:predict", data=body,

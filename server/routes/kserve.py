@@ -99,7 +99,7 @@ def _requested_outputs(body: dict[str, Any]) -> list[str]:
 @bp.post(PREFIX + "/infer")
 @require_token
 def infer():
-    body = json_object(("inputs",))
+    body = json_object(("inputs",), any_content_type=True)  # like TF Serving: clients often omit Content-Type
     inputs = body["inputs"]
     if not isinstance(inputs, list) or len(inputs) != 1:
         raise InputError('"inputs" must be a list holding exactly one tensor')

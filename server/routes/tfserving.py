@@ -76,7 +76,7 @@ def version_metadata(version: int):
 
 
 def _predict(version: int | None):
-    body = json_object()
+    body = json_object(any_content_type=True)  # TF Serving ignores Content-Type; its clients often omit it
     signature = body.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise NotFound(f"signature_name {signature!r} not found; this model has {SIGNATURE!r}")
