@@ -35,6 +35,9 @@ browser: ## Install Debian's chromium for the browser tests (Playwright drives /
 test: $(BIN)/.installed browser ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
 
+soak: $(BIN)/.installed ## 60 s of prediction load through a publish, hot reload and rollback; 10,000 requests' memory
+	SOAK_SECONDS=60 SOAK_REQUESTS=10000 $(BIN)/python -m pytest -s tests/soak
+
 lint: $(BIN)/.installed ## ruff over the code, hadolint over the Dockerfile, `docker compose config`
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
@@ -76,5 +79,5 @@ bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/r
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 
-.PHONY: bench
+.PHONY: bench soak
 .PHONY: help venv browser test lint train-local serve-local up down logs train retrain rollback status

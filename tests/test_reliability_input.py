@@ -106,8 +106,10 @@ HOSTILE = [
     ("empty batch", "POST", "/predict", {"json": {"instances": []}}, 400),
     ("text/plain", "POST", "/predict", {"data": "hello", "headers": {"Content-Type": "text/plain"}}, 415),
     ("no Content-Type", "POST", "/predict", {"data": b"\x00\x01"}, 415),
+    ("XML to /predict", "POST", "/predict", {"data": "<a/>", "headers": {"Content-Type": "application/xml"}}, 415),
+    # TF Serving reads JSON whatever the Content-Type says (as TF Serving does): XML is bad JSON.
     ("XML to TF Serving", "POST", "/v1/models/mnist:predict",
-     {"data": "<a/>", "headers": {"Content-Type": "application/xml"}}, 415),
+     {"data": "<a/>", "headers": {"Content-Type": "application/xml"}}, 400),
     # An object array in .npy is a pickle: loading it would run the sender's code.
     ("pickled .npy", "POST", "/predict",
      {"data": npy(np.array([{"x": 1}], dtype=object)), "headers": {"Content-Type": "application/x-npy"}}, 400),
