@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -160,7 +161,8 @@ def test_zz_no_500_during_the_life_cycle(server) -> None:
     assert "Traceback" not in server.log()
 
 
-def test_pinned_version_waits_for_it_and_ignores_newer_ones(start_server, home_copy: Path) -> None:
+def test_pinned_version_waits_for_it_and_ignores_newer_ones_then_drains_on_sigterm(start_server,
+                                                                                   home_copy: Path) -> None:
     source = home_copy / "mnist" / "1"
     live = start_server(home_copy, wait=False, MODEL_VERSION="2", WEB_CONCURRENCY="1")
     live.wait_ready("/healthz")
@@ -180,3 +182,21 @@ def test_pinned_version_waits_for_it_and_ignores_newer_ones(start_server, home_c
         assert on_demand.status_code == 200, on_demand.text
     assert requests.get(live.url + "/v1/models/mnist/versions/3", timeout=10).json()[
         "model_version_status"][0]["state"] == "AVAILABLE"
+    assert_drains_on_sigterm(live)
+
+
+def assert_drains_on_sigterm(live) -> None:
+    """A request in flight when SIGTERM arrives still gets its answer; then gunicorn exits cleanly."""
+    big = {"instances": [ZERO] * 1024}  # about half a second of parsing and inference: still running below
+    answers: list[int] = []
+    slow = threading.Thread(target=lambda: answers.append(
+        requests.post(live.url + "/predict", json=big, timeout=30).status_code))
+    slow.start()
+    time.sleep(0.2)  # let it reach the worker
+    live.process.send_signal(signal.SIGTERM)
+    slow.join()
+    assert answers == [200]
+    assert live.process.wait(30) == 0
+    log = live.log()
+    # The answer was logged after the signal: the request really was in flight when it came.
+    assert log.index("Handling signal: term") < log.rindex('"POST /predict HTTP/1.1" 200'), log[-2000:]
