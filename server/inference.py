@@ -47,21 +47,23 @@ class Inference:
         self.manager = manager
         self.max_batch_size = max_batch_size
 
-    def check_batch_size(self, count: int) -> None:
-        if count < 1:
-            raise InputError("no images in the request")
-        if count > self.max_batch_size:
-            raise InputError(f"{count} images in one request; at most {self.max_batch_size} (MAX_BATCH_SIZE)")
-
     def predict(self, pixels: np.ndarray, version: int | None = None) -> Result:
         """(N, 28, 28) validated pixels -> probabilities from the served (or the requested) model version."""
-        self.check_batch_size(len(pixels))
+        check_batch_size(len(pixels), self.max_batch_size)
         model = self.manager.get(version)  # held for the whole request: a hot swap cannot change it midway
         metrics.BATCH_SIZE.observe(len(pixels))
         return Result(model.version, model.predict(pixels))
 
 
 # -- turning request data into validated (N, 28, 28) float32 pixels ------------------------------
+
+def check_batch_size(count: int, limit: int) -> None:
+    """Called by each wire format as soon as it knows the count, before decoding anything heavy."""
+    if count < 1:
+        raise InputError("no images in the request")
+    if count > limit:
+        raise InputError(f"{count} images in one request; at most {limit} (MAX_BATCH_SIZE)")
+
 
 def numeric_array(values: Any, what: str, integers_only: bool = False) -> np.ndarray:
     """Any nested list / array -> a numeric ndarray of pixel values 0..255, or InputError saying why not."""
@@ -121,8 +123,7 @@ def instances(items: Any, field: str, max_batch_size: int) -> np.ndarray:
     """A JSON list of instances (pixel arrays and/or {"b64": ...} images) -> (N, 28, 28) float32."""
     if not isinstance(items, list) or not items:
         raise InputError(f'"{field}" must be a non-empty list of images')
-    if len(items) > max_batch_size:
-        raise InputError(f"{len(items)} images in one request; at most {max_batch_size} (MAX_BATCH_SIZE)")
+    check_batch_size(len(items), max_batch_size)
     if not any(isinstance(item, dict) for item in items):
         try:  # fast path: one numpy conversion for the whole batch
             return batch_of_images(numeric_array(items, f'"{field}"'), f'"{field}"')

@@ -74,8 +74,7 @@ def _tensor_pixels(tensor: Any, limit: int) -> np.ndarray:
     if (not isinstance(shape, list) or not shape
             or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape)):
         raise InputError(f"shape must be a list of non-negative integers, got {shape!r}")
-    if shape[0] > limit:
-        raise InputError(f"{shape[0]} images in one request; at most {limit} (MAX_BATCH_SIZE)")
+    inference.check_batch_size(shape[0], limit)
     what = f"input {tensor['name']!r}"
     array = inference.numeric_array(tensor["data"], what, integers_only=datatype == "UINT8")
     if array.size != math.prod(shape):

@@ -22,8 +22,7 @@ def _multipart_images(max_batch_size: int) -> np.ndarray:
     files = multipart.uploads(body_bytes(), request.mimetype_params.get("boundary"))
     if not files:
         raise InputError("multipart body holds no image files")
-    if len(files) > max_batch_size:
-        raise InputError(f"{len(files)} images in one request; at most {max_batch_size} (MAX_BATCH_SIZE)")
+    inference.check_batch_size(len(files), max_batch_size)
     return np.stack([inference.image_bytes(bytes(upload.data), f"file {upload.field!r} ({upload.filename!r})")
                      for upload in files])
 
