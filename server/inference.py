@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from server import metrics
-from server.errors import ApiError
+from server.errors import ApiError, Unavailable
 from server.model_manager import ModelManager
 from shared.preprocess import ImageError, image_to_mnist
 
@@ -52,7 +52,10 @@ class Inference:
         check_batch_size(len(pixels), self.max_batch_size)
         model = self.manager.get(version)  # held for the whole request: a hot swap cannot change it midway
         metrics.BATCH_SIZE.observe(len(pixels))
-        return Result(model.version, model.predict(pixels))
+        probabilities = model.predict(pixels)
+        if not np.isfinite(probabilities).all():  # the warm-up checks zeros only; never send NaN as JSON
+            raise Unavailable(f"model version {model.version} answered NaN or infinite values for this input")
+        return Result(model.version, probabilities)
 
 
 # -- turning request data into validated (N, 28, 28) float32 pixels ------------------------------

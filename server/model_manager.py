@@ -203,8 +203,9 @@ class ModelManager:
         sizes = (1, min(self.config.max_batch_size, WARM_BATCH)) if warm else (1,)
         for size in sizes:
             probabilities = loaded.predict(np.zeros((size, 28, 28), dtype=np.float32))
-            if probabilities.shape != (size, 10):
-                raise ModelStoreError(f"model answers shape {probabilities.shape}, expected ({size}, 10)")
+            problem = probability_problem(probabilities, size)
+            if problem:
+                raise ModelStoreError(f"model is not servable: {problem}")
 
     def _record_failure(self, version: int, folder: Path, error: str) -> None:
         self._failures[version] = Failure(version, error, _identity(folder))
@@ -238,6 +239,17 @@ class ModelManager:
             "failed": self.failures(),
             "metadata": current.metadata if current else None,
         }
+
+
+def probability_problem(probabilities: np.ndarray, count: int) -> str | None:
+    """Why an answer is not `count` rows of ten softmax probabilities (None when it is)."""
+    if probabilities.shape != (count, 10):
+        return f"it answers shape {probabilities.shape}, expected ({count}, 10)"
+    if not np.isfinite(probabilities).all():
+        return "it answers NaN or infinite values"
+    if probabilities.min() < 0 or probabilities.max() > 1 or not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
+        return "its answers are not probabilities (each row must be 0..1 and sum to 1)"
+    return None
 
 
 def _identity(folder: Path) -> tuple[int, int]:
