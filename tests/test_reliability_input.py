@@ -129,7 +129,8 @@ HOSTILE = [
     ("word as sample index", "GET", "/samples/train/abc.png", {}, 400),
     ("split ../../etc in the path", "GET", "/samples/..%2F..%2Fetc/1.png", {}, 404),
     ("split ../../etc in the query", "GET", "/samples?split=../../etc", {}, 400),
-    ("offset beyond any integer", "GET", "/samples?offset=99999999999999999999", {}, 400),
+    ("negative offset", "GET", "/samples?offset=-5", {}, 400),
+    ("offset not an integer", "GET", "/samples?offset=1.5", {}, 400),
     ("huge grid", "GET", "/samples/grid.png?count=100000&cols=100000", {}, 400),
     ("huge scale", "GET", "/samples/test/1.png?scale=100000", {}, 400),
     ("unknown huge version", "GET", "/v1/models/mnist/versions/99999999999999999999999", {}, 404),
@@ -217,23 +218,29 @@ def test_a_100_mb_body_gets_413_without_being_read_into_memory(server, chunked, 
     assert_healthy(server, {p.pid for p in workers})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: gunicorn gthread reads a request body inside a worker thread, so as many slow clients as"
-    " WEB_CONCURRENCY x THREADS hold every thread and other requests wait (see the reliability report)"))
-def test_slow_clients_do_not_block_other_requests(server) -> None:
-    """More slow clients than the server has request threads trickle their bodies for 10 s;
+@pytest.mark.parametrize("slow_part", ["body", pytest.param("headers", marks=pytest.mark.xfail(strict=True, reason=(
+    "server bug: gunicorn's gthread worker parses request headers inside a request thread with no deadline,"
+    " so WEB_CONCURRENCY x THREADS clients trickling their headers stall every other request"
+    " (see the reliability report)")))])
+def test_slow_clients_do_not_block_other_requests(server, slow_part) -> None:
+    """More slow clients than the server has request threads trickle a request for 10 s;
     ordinary requests must keep completing meanwhile."""
     body = json.dumps({"instances": [ZERO]}).encode()
+    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    sent_at_once, trickled = (head, body) if slow_part == "body" else (b"", head)
     stop = threading.Event()
     slow = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(WORKERS * THREADS + 2)]
 
     def trickle(sock: socket.socket) -> None:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body))
-        for byte in body[:20]:  # one byte every half second: the body is never finished
-            if stop.wait(0.5):
-                return
-            sock.sendall(bytes([byte]))
+        try:
+            sock.sendall(sent_at_once)
+            for byte in trickled[:20]:  # one byte every half second: never finished
+                if stop.wait(0.5):
+                    return
+                sock.sendall(bytes([byte]))
+        except OSError:
+            pass  # the server gave up on this client: allowed, that is one way to cope
 
     threads = [threading.Thread(target=trickle, args=(sock,), daemon=True) for sock in slow]
     for thread in threads:
@@ -241,12 +248,14 @@ def test_slow_clients_do_not_block_other_requests(server) -> None:
     completed, failed = 0, []
     try:
         time.sleep(1)  # the slow clients are connected and sending
-        while threads[0].is_alive() and completed + len(failed) < 20:
+        window_ends = time.monotonic() + 8
+        while time.monotonic() < window_ends:
             try:
                 response = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=3)
                 completed += response.status_code == 200
             except requests.RequestException as error:
                 failed.append(type(error).__name__)
+            time.sleep(0.2)
     finally:
         stop.set()
         for sock in slow:

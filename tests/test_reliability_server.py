@@ -7,11 +7,13 @@ real trainer wrote.
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
+import select
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,9 +131,6 @@ def test_bad_models_are_refused_reported_and_the_last_good_one_keeps_serving(own
     assert predicted_version(server.url) == fixed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: the warm-up checks only the output shape, so a model answering NaN instead of"
-    " probabilities is served (see the reliability report)"))
 def test_a_model_answering_nan_is_refused(own_home, server) -> None:
     nan_model = onnx_model(["N", 28, 28, 1], 10, float("nan"))
     onnx.checker.check_model(nan_model)  # well-formed: loads, takes MNIST, answers ten numbers per image
@@ -173,43 +172,44 @@ def test_a_killed_worker_is_replaced_and_service_recovers_within_seconds(trained
           f" (in flight on the killed worker) of {len(load.records)}")
     assert recovery < 20
     assert len(load.records) - len(load.failures()) > 50
-    assert not load.failures(until=killed_at), "requests failed before the kill"
+    # Requests that ended well before the kill all succeeded (those in flight on the victim may not).
+    assert not load.failures(until=killed_at - 1), "requests failed before the kill"
 
 
 def test_sigterm_lets_requests_in_flight_finish(trained_home, start_server) -> None:
     server = start_server(trained_home, WEB_CONCURRENCY=str(WORKERS), THREADS="4")
-    body = json.dumps({"instances": [ZERO]}).encode()
-    half = len(body) // 2
-    # Requests that are certainly in flight when the signal comes: each has reached a worker
-    # thread, which is inside the app reading a body that is only half sent.
-    in_flight = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(WORKERS * 2)]
-    for sock in in_flight:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:half])
-    time.sleep(1)
+    master = psutil.Process(server.process.pid)
+    buffer = io.BytesIO()
+    np.save(buffer, np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8))
+    request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-npy\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(buffer.getvalue()) + buffer.getvalue())
+    # Eight big batches: on two cores they take a while, so most are still being worked on
+    # when the signal comes.
+    clients = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(WORKERS * 4)]
+    for sock in clients:
+        sock.sendall(request)
+    ports = {sock.getsockname()[1] for sock in clients}
+
+    def accepted_by_workers() -> bool:
+        # Each connection is held by a worker process: the request is in the server, not in a queue.
+        held = {c.raddr.port for worker in master.children() for c in worker.net_connections("tcp")
+                if c.raddr and c.laddr.port == server.port}
+        return ports <= held
+
+    eventually(accepted_by_workers, "every request accepted by a worker")
+    in_flight = [sock for sock in clients if not select.select([sock], [], [], 0)[0]]
     server.process.send_signal(signal.SIGTERM)
-    time.sleep(2)  # the master has passed the signal on; the workers are draining
-    assert server.process.poll() is None, "the master exited with requests in flight"
-    answers: list[bytes] = []
-
-    def finish(sock: socket.socket) -> None:
-        sock.sendall(body[half:])
-        answer = b""
-        while data := sock.recv(65536):
-            answer += data
-            if b'"predictions"' in answer and answer.rstrip().endswith(b"}"):
-                break
-        answers.append(answer)
+    statuses = []
+    for sock in clients:
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        statuses.append(response.status if b'"predictions"' in body else f"{response.status} {body[:100]!r}")
         sock.close()
-
-    finishers = [threading.Thread(target=finish, args=(sock,)) for sock in in_flight]
-    for thread in finishers:
-        thread.start()
-    for thread in finishers:
-        thread.join(60)
-    failed = [a[:120] for a in answers if not a.startswith(b"HTTP/1.1 200")]
-    print(f"\ngraceful stop: {len(answers) - len(failed)} of {len(in_flight)} requests in flight answered 200")
-    assert len(answers) == len(in_flight) and not failed, failed
+    print(f"\ngraceful stop: {statuses.count(200)} of {len(clients)} requests answered 200,"
+          f" {len(in_flight)} of them unanswered when SIGTERM came")
+    assert in_flight, "every request was answered before the signal: nothing was tested"
+    assert statuses == [200] * len(clients), statuses
     assert server.process.wait(60) == 0
     with pytest.raises(requests.ConnectionError):  # and it really stopped listening
         requests.get(server.url + "/healthz", timeout=5)
