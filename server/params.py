@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from server.body import read_body
 from server.errors import ApiError
 from server.inference import InputError
 
@@ -17,15 +18,17 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 def body_bytes() -> bytes:
-    """The raw body, refusing more than MAX_BODY_BYTES with 413 also when it comes chunked."""
-    if request.content_length is not None:
-        return request.get_data(cache=False)  # Werkzeug already refused a larger Content-Length
-    # A chunked body has no length to check up front, and Werkzeug's stream would silently cut it
-    # at the limit (a truncated JSON or image): read one byte more than allowed to tell.
+    """The raw body: 413 past MAX_BODY_BYTES (also when chunked), 408 when it trickles in, 400 when cut short."""
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    data = request.environ["wsgi.input"].read(limit + 1)
-    if len(data) > limit:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge()  # refused from the header alone, nothing read
+    # A chunked body has no length to check up front: read one byte more than allowed to tell.
+    data = read_body(request.environ, length if length is not None else limit + 1)
+    if length is None and len(data) > limit:
         raise RequestEntityTooLarge()
+    if length is not None and len(data) < length:
+        raise InputError(f"request body incomplete: {len(data)} of {length} bytes (client disconnected?)")
     return data
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +21,14 @@ pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token-never-logged"
 MAX_BODY = 60_000
 MAX_BATCH = 4
+SERVER_THREADS = 2
 ZERO = [[0] * 28 for _ in range(28)]
 
 
 @pytest.fixture(scope="module")
 def server(trained_home: Path, start_module_server):
     return start_module_server(trained_home, AUTH_TOKEN=TOKEN, MAX_BODY_BYTES=str(MAX_BODY),
-                               MAX_BATCH_SIZE=str(MAX_BATCH), WEB_CONCURRENCY="1", THREADS="2")
+                               MAX_BATCH_SIZE=str(MAX_BATCH), WEB_CONCURRENCY="1", THREADS=str(SERVER_THREADS))
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -101,3 +107,37 @@ def test_openapi_states_the_configured_limits(server) -> None:
     document = requests.get(server.url + "/openapi.json", timeout=5).json()
     assert document["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"] == MAX_BATCH
     assert str(MAX_BODY) in document["info"]["description"]
+
+
+def test_slow_clients_get_408_and_do_not_block_other_requests(server) -> None:
+    """More clients than the server has threads trickle their bodies; others are still served."""
+    body = json.dumps({"instances": [ZERO]}).encode()
+    head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(SERVER_THREADS + 1)]
+    stop = threading.Event()
+
+    def trickle(sock: socket.socket) -> None:
+        sock.sendall(head)
+        for byte in body[:40]:  # one byte every 0.25 s: never finished while the test runs
+            if stop.wait(0.25):
+                return
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([byte]))
+
+    threads = [threading.Thread(target=trickle, args=(sock,), daemon=True) for sock in slow]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        started = time.monotonic()
+        answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, headers=AUTH, timeout=10)
+        assert answer.status_code == 200 and time.monotonic() - started < 5
+        slow[0].settimeout(10)
+        reply = slow[0].recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert b"too slowly" in reply
+    finally:
+        stop.set()
+        for sock in slow:
+            sock.close()
