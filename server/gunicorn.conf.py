@@ -27,7 +27,8 @@ except ConfigError as error:
 
 bind = f"{_config.bind_host}:{_config.port}"
 workers = _config.workers
-worker_class = "gthread"
+# gthread, plus a deadline on request headers so slow clients cannot hold every thread (server/worker.py).
+worker_class = "server.worker.HeaderDeadlineWorker"
 threads = _config.threads
 timeout = _config.request_timeout
 graceful_timeout = _config.request_timeout
@@ -64,6 +65,13 @@ logconfig_dict = {
 }
 # The access log never includes request headers, so an Authorization token is never written.
 accesslog = "-"
+
+
+def pre_request(worker, req) -> None:
+    from server.worker import headers_complete
+
+    headers_complete()  # the headers are in: their deadline no longer applies
+    worker.log.debug("%s %s", req.method, req.path)
 
 
 def child_exit(_server, worker) -> None:
