@@ -2,16 +2,17 @@
 
 gunicorn's gthread worker reads a body inside the request thread, so a client that trickles
 its body (slowloris) holds a thread for as long as it likes, and WEB_CONCURRENCY x THREADS
-such clients stall every other request. Here the body is read in pieces, each of which must
-arrive within GRACE_SECONDS plus its size at MIN_BYTES_PER_SECOND (the idea of Kestrel's
-minimum request body data rate); when a piece is late, the watchdog (server.watchdog) shuts
-the socket's read side, the read returns short, and the client gets 408. Request headers get
-the same treatment in server.worker. A proxy that
-buffers bodies (nginx) in front of gunicorn makes this moot but is not required.
+such clients stall every other request. Here the body is read in pieces, and the first N bytes
+must have arrived GRACE_SECONDS + N / MIN_BYTES_PER_SECOND after reading began (the idea of
+Kestrel's minimum request body data rate); when a piece is late, the watchdog (server.watchdog)
+shuts the socket's read side, the read returns short, and the client gets 408. Request headers
+get a deadline in server.worker. A proxy that buffers bodies (nginx) in front of gunicorn would
+make this moot, but none is required.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from server.errors import ApiError
@@ -23,17 +24,18 @@ GRACE_SECONDS = 0.5
 MIN_BYTES_PER_SECOND = 16 * 1024  # about 130 kbit/s: slower than a 2G link is cut
 
 
-
-
 def read_body(environ: dict[str, Any], wanted: int) -> bytes:
     """Up to `wanted` bytes of the body (less when it ends first), or 408 when it arrives too slowly."""
     stream = environ["wsgi.input"]
     sock = environ.get("gunicorn.socket")  # absent outside gunicorn (test client): no deadline
     pieces: list[bytes] = []
     received = 0
+    started = time.monotonic()
     while received < wanted:
         size = min(PIECE, wanted - received)
-        token = WATCHDOG.arm(sock, GRACE_SECONDS + size / MIN_BYTES_PER_SECOND) if sock is not None else None
+        # The budget is cumulative, so a bursty sender (curl --limit-rate) that keeps the average is fine.
+        budget = started + GRACE_SECONDS + (received + size) / MIN_BYTES_PER_SECOND - time.monotonic()
+        token = WATCHDOG.arm(sock, max(budget, 0.01)) if sock is not None else None
         failure: Exception | None = None
         try:
             piece = stream.read(size)
