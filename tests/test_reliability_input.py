@@ -218,10 +218,7 @@ def test_a_100_mb_body_gets_413_without_being_read_into_memory(server, chunked, 
     assert_healthy(server, {p.pid for p in workers})
 
 
-@pytest.mark.parametrize("slow_part", ["body", pytest.param("headers", marks=pytest.mark.xfail(strict=True, reason=(
-    "server bug: gunicorn's gthread worker parses request headers inside a request thread with no deadline,"
-    " so WEB_CONCURRENCY x THREADS clients trickling their headers stall every other request"
-    " (see the reliability report)")))])
+@pytest.mark.parametrize("slow_part", ["body", "headers"])
 def test_slow_clients_do_not_block_other_requests(server, slow_part) -> None:
     """More slow clients than the server has request threads trickle a request for 10 s;
     ordinary requests must keep completing meanwhile."""
