@@ -20,6 +20,7 @@ from typing import Any
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
 
 PARTS = ("training", "inference", "http")
+OPTIONAL_PARTS = ("variants",)  # reported when measured, not run by default (about 10 minutes)
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -29,8 +30,8 @@ def run_parts(parts: list[str], epochs: int) -> None:
         print(f"bench: --- {part} (load {load_average()}) ---", flush=True)
         if part == "training":
             run_json(["-m", "bench.train_bench", str(epochs)])
-        elif part == "inference":
-            run_json(["-m", "bench.inference_bench"])
+        elif part in ("inference", "variants"):
+            run_json(["-m", f"bench.{part}_bench" if part == "inference" else "bench.train_variants"])
         elif shutil.which("wrk"):
             run_json(["-m", "bench.http_bench"])
         else:
@@ -66,6 +67,21 @@ def training_section(training: dict[str, Any]) -> list[str]:
         f" shared machine disturb least); final test accuracy difference {training['accuracy_difference']:+.4f}."
         " Reference = `bench/reference_train.py` (the notebook code); ours = `python -m trainer`'s `train()`."
         " samples/s = 60,000 / median wall s/epoch; peak RSS is ru_maxrss of each process.",
+        "",
+    ]
+
+
+def variants_section(variants: dict[str, Any]) -> list[str]:
+    rows = [[name, entry["what"], entry["median_epoch_seconds"], entry["median_epoch_cpu_seconds"],
+             entry["cpu_vs_base"], f"{entry['val_accuracy']:.4f}"] for name, entry in variants["variants"].items()]
+    return [
+        f"## Training variants tried ({measured(variants)})",
+        "",
+        f"Our trainer's path on the first {variants['subset']:,} images, epoch {variants['epochs']} of"
+        f" {variants['epochs']}, medians of {variants['rounds']} alternating rounds"
+        " (`python -m bench.train_variants`).",
+        "",
+        *table(["variant", "what changes", "wall s/epoch", "CPU s/epoch", "CPU vs base", "test accuracy"], rows),
         "",
     ]
 
@@ -145,7 +161,7 @@ def targets_section(training: dict[str, Any] | None, http: dict[str, Any] | None
 
 
 def write_report(epochs: int) -> dict[str, Any]:
-    parts = {part: read_part(part) for part in PARTS}
+    parts = {part: read_part(part) for part in PARTS + OPTIONAL_PARTS}
     results = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -156,6 +172,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "training": f".venv/bin/python -m bench.train_bench {epochs}",
             "inference": ".venv/bin/python -m bench.inference_bench",
             "http": ".venv/bin/python -m bench.http_bench   # BENCH_HTTP_SECONDS=8 per case",
+            "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 10 minutes",
         },
         **parts,
     }
@@ -179,6 +196,8 @@ def write_report(epochs: int) -> dict[str, Any]:
     ]
     if parts["training"]:
         lines += training_section(parts["training"])
+    if parts["variants"]:
+        lines += variants_section(parts["variants"])
     if parts["inference"]:
         lines += inference_section(parts["inference"])
     if parts["http"]:
@@ -191,10 +210,11 @@ def write_report(epochs: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=1, help="training epochs for both sides (default 1)")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated, of {', '.join(PARTS + OPTIONAL_PARTS)} (default: {', '.join(PARTS)})")
     args = parser.parse_args()
     parts = [part for part in args.only.split(",") if part]
-    unknown = set(parts) - set(PARTS)
+    unknown = set(parts) - set(PARTS + OPTIONAL_PARTS)
     if unknown:
         parser.error(f"unknown parts {', '.join(sorted(unknown))}")
     TMP.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,97 @@
+"""Training speed-ups we tried on our trainer's path, each against the unchanged one.
+
+Every variant keeps the reference model, optimizer, batch 128 and data; it changes only how
+the data is fed or how TensorFlow schedules threads. Variants run in their own processes,
+in alternation (round robin, ROUNDS times) so a busy spell on the shared machine hits them
+all alike, on the first SUBSET images for 2 epochs; the second epoch is the figure (the
+first includes tracing). Not part of the default `make bench` (about 10 minutes):
+
+    python -m bench.run --only variants     # or: python -m bench.train_variants
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from bench.common import SHARED_MNIST, load_average, median, run_json, write_part
+
+SUBSET = 12800
+EPOCHS = 2
+ROUNDS = 2
+VARIANTS = {
+    "base": "the reference's feeding: model.fit on float32 NumPy arrays (Keras' gather pipeline), 1 step per call",
+    "threads": "TensorFlow intra-op 2 threads, inter-op 1 (default: 2 and 2 on 2 cores)",
+    "steps_per_execution": "16 training steps per tf.function call instead of 1 (kept in trainer.train)",
+    "validation_batch": "validation_batch_size 1000 instead of 128",
+    "uint8_dataset": "tf.data from uint8 arrays, cast and /255 per batch in the pipeline",
+}
+
+
+def child(variant: str) -> dict[str, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if variant == "threads":  # only possible before TensorFlow's first op
+        tf.config.threading.set_intra_op_parallelism_threads(2)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    import keras
+    import numpy as np
+
+    from bench.epoch_clock import EpochClock
+    from shared.preprocess import scale_pixels
+    from trainer.model import build_model
+
+    with np.load(SHARED_MNIST) as archive:
+        x_train, y_train = archive["x_train"][:SUBSET], archive["y_train"][:SUBSET]
+        x_test, y_test = archive["x_test"], archive["y_test"]
+    keras.utils.set_random_seed(1337)
+    model = build_model()
+    if variant == "steps_per_execution":
+        model.steps_per_execution = 16  # what compile(steps_per_execution=16) sets; the model stays the reference's
+    clock = EpochClock()
+    options: dict[str, Any] = {"epochs": EPOCHS, "verbose": 0, "callbacks": [clock],
+                               "validation_data": (scale_pixels(x_test), keras.utils.to_categorical(y_test, 10))}
+    if variant == "validation_batch":
+        options["validation_batch_size"] = 1000
+    if variant == "uint8_dataset":
+        data = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=1337).batch(128)
+                .map(lambda x, y: (tf.cast(x, tf.float32)[..., None] / 255.0, tf.one_hot(tf.cast(y, tf.int32), 10)),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+        history = model.fit(data, **options)
+    else:
+        history = model.fit(scale_pixels(x_train), keras.utils.to_categorical(y_train, 10), batch_size=128, **options)
+    return {"wall": clock.wall[-1], "cpu": clock.cpu[-1], "val_accuracy": history.history["val_accuracy"][-1]}
+
+
+def main() -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
+    for round_number in range(ROUNDS):
+        for name in VARIANTS:
+            print(f"bench: variant {name}, round {round_number + 1}/{ROUNDS}, load {load_average()}", flush=True)
+            runs[name].append(run_json(["-m", "bench.train_variants", "--child", name]))
+    base_cpu = median([run["cpu"] for run in runs["base"]])
+    summary = {
+        name: {
+            "what": VARIANTS[name],
+            "median_epoch_seconds": median([run["wall"] for run in runs[name]]),
+            "median_epoch_cpu_seconds": median([run["cpu"] for run in runs[name]]),
+            "cpu_vs_base": round(median([run["cpu"] for run in runs[name]]) / base_cpu, 3),
+            "val_accuracy": runs[name][-1]["val_accuracy"],
+            "runs": runs[name],
+        }
+        for name in VARIANTS
+    }
+    result = {"subset": SUBSET, "epochs": EPOCHS, "rounds": ROUNDS, "variants": summary, "load_after": load_average()}
+    write_part("variants", result)
+    return result
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(child(sys.argv[2])))
+    else:
+        print(json.dumps(main()))
