@@ -30,13 +30,6 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (no interpolation: the figure is a latency someone really saw)."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
-    return float(ordered[index])
-
-
 def peak_rss_mib() -> float:
     """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -242,6 +242,8 @@ def measure(name: str, argv: list[str], env: dict[str, str], bodies: dict[str, P
 
 def main() -> dict[str, Any]:
     bodies = write_bodies()
+    for stale in (ROOT / "bench").glob("profile-*.txt"):
+        stale.unlink()  # a profile belongs to the run whose missed target it explains
     limit_before = in_process_limit()
     ours_server, ours = measure("ours", ["-c", "server/gunicorn.conf.py", "server.wsgi:app"], COMPOSE_SERVER_ENV,
                                 bodies, ("json", "npy"))

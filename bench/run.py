@@ -44,6 +44,40 @@ def table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+def headline(training: dict[str, Any] | None, http: dict[str, Any] | None) -> list[str]:
+    """The README's table: each of our figures beside its baseline from the same run."""
+    rows = []
+    if training:
+        ours, reference = training["ours"], training["reference"]
+        rows += [
+            [f"training, median s/epoch ({training['epochs']} epochs)", ours["median_epoch_seconds"],
+             f"{reference['median_epoch_seconds']} (reference notebook)", f"{training['speedup']}x faster"],
+            ["training, CPU s/epoch", ours["median_epoch_cpu_seconds"], reference["median_epoch_cpu_seconds"],
+             f"{training['cpu_speedup']}x less"],
+            ["test accuracy after the last epoch", ours["val_accuracy"][-1], reference["val_accuracy"][-1],
+             f"{training['accuracy_difference']:+.4f}"],
+        ]
+    if http:
+        ours_cases, naive_cases = http["ours"]["cases"], http["naive"]["cases"]
+        one, naive_one = ours_cases["json batch 1 c16"], naive_cases["json batch 1 c16"]
+        limit = http["in_process_limit"]
+        npy = max(ours_cases[f"npy batch 256 c{c}"]["images_per_second"] for c in (1, 16))
+        json_rate = max(ours_cases[f"json batch 256 c{c}"]["images_per_second"] for c in (1, 16))
+        rows += [
+            ["batch 1 JSON, 16 connections: req/s", one["requests_per_second"],
+             f"{naive_one['requests_per_second']} (naive server)",
+             f"{one['requests_per_second'] / naive_one['requests_per_second']:.0f}x"],
+            ["batch 1 JSON, 16 connections: p99 ms", one["p99_ms"], naive_one["p99_ms"],
+             f"{one['p99_ms'] / naive_one['p99_ms']:.2f}x"],
+            ["batch 256 .npy over HTTP: images/s", npy, f"{limit} (in-process ONNX Runtime)", f"{npy / limit:.0%}"],
+            ["batch 256 JSON over HTTP: images/s", json_rate, limit, f"{json_rate / limit:.0%}"],
+            ["start to ready, s", http["ours"]["start_to_ready_seconds"], http["naive"]["start_to_ready_seconds"], ""],
+            ["RSS per worker, MiB", ", ".join(map(str, http["ours"]["worker_rss_mib"])),
+             ", ".join(map(str, http["naive"]["worker_rss_mib"])), ""],
+        ]
+    return ["## Headline", "", *table(["", "ours", "baseline", "ratio"], rows), ""]
+
+
 def measured(part: dict[str, Any]) -> str:
     return f"measured {part.get('measured_at', 'at an unrecorded time')}"
 
@@ -193,6 +227,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             *[[f"command ({name})", f"`{command}`"] for name, command in results["commands"].items()],
         ]),
         "",
+        *headline(parts["training"], parts["http"]),
     ]
     if parts["training"]:
         lines += training_section(parts["training"])

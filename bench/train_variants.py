@@ -24,7 +24,7 @@ ROUNDS = 2
 VARIANTS = {
     "base": "the reference's feeding: model.fit on float32 NumPy arrays (Keras' gather pipeline), 1 step per call",
     "threads": "TensorFlow intra-op 2 threads, inter-op 1 (default: 2 and 2 on 2 cores)",
-    "steps_per_execution": "16 training steps per tf.function call instead of 1 (kept in trainer.train)",
+    "steps_per_execution": "16 training steps per tf.function call instead of 1 (less Python per step)",
     "validation_batch": "validation_batch_size 1000 instead of 128",
     "uint8_dataset": "tf.data from uint8 arrays, cast and /255 per batch in the pipeline",
 }

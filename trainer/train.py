@@ -14,8 +14,6 @@ from shared.dataset import NUM_CLASSES, Mnist
 from shared.preprocess import scale_pixels
 from trainer.model import build_model
 
-STEPS_PER_EXECUTION = 16
-
 
 @dataclass
 class TrainingRun:
@@ -62,11 +60,6 @@ def train(data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: in
     y_test = keras.utils.to_categorical(data.y_test, NUM_CLASSES)
 
     model = build_model()
-    # Run STEPS_PER_EXECUTION training steps per tf.function call: same batches, same order, same
-    # weights (bit-identical accuracy), but Python and callback overhead once per 16 steps instead of
-    # every step. bench/results.md ("Training variants tried") shows the measured gain; the other
-    # variants measured there (thread settings, uint8 tf.data feeding, bigger validation batches) did not help.
-    model.steps_per_execution = STEPS_PER_EXECUTION
     on_terminal = sys.stdout.isatty()
     timer = EpochTimer(epochs, print_lines=not on_terminal)
     started = time.perf_counter()
