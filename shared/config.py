@@ -19,6 +19,7 @@ KERAS_MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/m
 KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 MODEL_NAME = "mnist"
 BACKENDS = ("onnx", "keras")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -96,10 +97,13 @@ def _sha256(text: str) -> str:
     return lowered
 
 
-def _backend(text: str) -> str:
-    if text not in BACKENDS:
-        raise ValueError(f"must be one of {', '.join(BACKENDS)}")
-    return text
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
 
 
 def _optional_version(text: str) -> int | None:
@@ -128,6 +132,9 @@ class Config:
     seed: int = _setting("SEED", "1337", _non_negative_int, "trainer", "Random seed (weights, dropout, shuffling).")
     train_subset: int = _setting("TRAIN_SUBSET", "0", _non_negative_int, "trainer",
                                  "Train on the first N training images only (0 = all 60,000); for quick runs.")
+    precision: str = _setting("TRAIN_PRECISION", "auto", _one_of(*PRECISIONS), "trainer",
+                              "`auto`: mixed bfloat16 on CPUs with AMX (about 2x faster, same accuracy), float32"
+                              " elsewhere; or force `float32` / `mixed_bfloat16`. The published model is float32.")
     min_accuracy: float = _setting("MIN_ACCURACY", "0.98", _fraction, "trainer",
                                    "Quality gate: a model below this test accuracy is not published.")
     keep_versions: int = _setting("KEEP_VERSIONS", "5", _positive_int, "trainer",
@@ -135,7 +142,7 @@ class Config:
     skip_if_published: bool = _setting("SKIP_IF_PUBLISHED", "false", _boolean, "trainer",
                                        "Exit 0 without training when the store holds a model (compose's train-once).")
     # Serving
-    backend: str = _setting("MODEL_BACKEND", "onnx", _backend, "server",
+    backend: str = _setting("MODEL_BACKEND", "onnx", _one_of(*BACKENDS), "server",
                             "`onnx` serves `model.onnx` with ONNX Runtime; `keras` serves `model.keras` with Keras.")
     pinned_version: int | None = _setting("MODEL_VERSION", "", _optional_version, "server",
                                           "Serve this version only (empty = always the newest).")

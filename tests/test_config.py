@@ -58,6 +58,7 @@ def test_environment_values_are_parsed_to_their_types():
         ("MNIST_SHA256", "abc123", "64 hexadecimal"),
         ("MNIST_HOME", "", "not be empty"),
         ("MODEL_BACKEND", "tflite", "onnx, keras"),
+        ("TRAIN_PRECISION", "float16", "auto, float32, mixed_bfloat16"),
         ("MODEL_VERSION", "0", "at least 1"),
         ("RELOAD_INTERVAL", "0", "greater than 0"),
         ("RELOAD_INTERVAL", "inf", "greater than 0"),

@@ -73,14 +73,17 @@ def run(config: Config) -> int:
         return 0
 
     # Imported here so `--help` and configuration errors answer without loading TensorFlow.
+    from trainer import precision
     from trainer.export import check_onnx_agrees, export_onnx
     from trainer.train import evaluate, train
 
     path = dataset.fetch(config.dataset_url, config.dataset_sha256, config.dataset_path)
     data = dataset.load(path)
     images = config.train_subset or len(data.x_train)
-    print(f"trainer: training on {images} images for {config.epochs} epochs", flush=True)
-    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset)
+    numerics = precision.resolve(config.precision)
+    print(f"trainer: training on {images} images for {config.epochs} epochs in {numerics}"
+          f" (TRAIN_PRECISION={config.precision})", flush=True)
+    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics)
     scores = evaluate(training.model, data.x_test, data.y_test)
     probabilities = scores.pop("probabilities")
     print(f"trainer: test accuracy {scores['test_accuracy']:.4f}, loss {scores['test_loss']:.4f}", flush=True)
@@ -101,6 +104,7 @@ def run(config: Config) -> int:
                 "batch_size": config.batch_size,
                 "seed": config.seed,
                 "train_images": training.train_images,
+                "precision": numerics,
                 "optimizer": "rmsprop",
                 "loss": "categorical_crossentropy",
             },

@@ -13,11 +13,12 @@ import numpy as np
 from shared.dataset import NUM_CLASSES, Mnist
 from shared.preprocess import scale_pixels
 from trainer.model import build_model
+from trainer.precision import FLOAT32
 
 
 @dataclass
 class TrainingRun:
-    model: keras.Model
+    model: keras.Model  # float32, whatever precision it was trained in
     history: list[dict[str, float]]  # one entry per epoch
     seconds: float
     train_images: int
@@ -51,7 +52,10 @@ class EpochTimer(keras.callbacks.Callback):
             )
 
 
-def train(data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: int = 0) -> TrainingRun:
+def train(
+    data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: int = 0, precision: str = FLOAT32
+) -> TrainingRun:
+    """Fit the reference model in `precision` (a Keras dtype policy, see trainer/precision.py)."""
     keras.utils.set_random_seed(seed)
     x_train, y_train = data.x_train, data.y_train
     if train_subset:
@@ -59,7 +63,7 @@ def train(data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: in
     x_test = scale_pixels(data.x_test)
     y_test = keras.utils.to_categorical(data.y_test, NUM_CLASSES)
 
-    model = build_model()
+    model = build_model(precision)
     on_terminal = sys.stdout.isatty()
     timer = EpochTimer(epochs, print_lines=not on_terminal)
     started = time.perf_counter()
@@ -72,7 +76,14 @@ def train(data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: in
         validation_data=(x_test, y_test),
         callbacks=[timer],
     )
-    return TrainingRun(model, timer.history, round(time.perf_counter() - started, 2), len(x_train))
+    seconds = round(time.perf_counter() - started, 2)
+    if precision != FLOAT32:
+        # Publish a float32 model: the ONNX export, the server and its clients all expect
+        # float32, and float32 inference of these (float32) weights loses nothing.
+        trained, model = model, build_model()
+        model.set_weights(trained.get_weights())
+        model.optimizer = trained.optimizer  # its state (float32, like the weights) is saved with the model
+    return TrainingRun(model, timer.history, seconds, len(x_train))
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
