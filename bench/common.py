@@ -11,9 +11,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,3 +132,33 @@ def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float 
     if process.wait(timeout) != 0 or not last:
         raise RuntimeError(f"{' '.join(args)} failed with exit status {process.returncode}")
     return json.loads(last)
+
+
+def py_spy() -> str | None:
+    """The py-spy executable (requirements/bench.txt), or None when it is not installed."""
+    beside_python = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside_python) if beside_python.exists() else None)
+
+
+def summarise_profile(collapsed: str, title: str) -> str:
+    """Collapsed stacks -> the functions holding the most samples, inclusive and self."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = [frame.split(" (")[0] + " (" + frame.split(" (")[-1].split("/")[-1] if " (" in frame else frame
+                  for frame in stack.split(";")[1:]]  # first frame is the process
+        for frame in set(frames):
+            inclusive[frame] += count
+        if frames:
+            own[frames[-1]] += count
+    lines = [f"# {title}: {total} samples of busy threads", "", "## inclusive"]
+    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(25)]
+    lines += ["", "## self"]
+    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(15)]
+    return "\n".join(lines) + "\n"

@@ -19,19 +19,28 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_HOME, ROOT, SHARED_MNIST, TMP, children_of, load_average, rss_mib, write_part
+from bench.common import (
+    BENCH_HOME,
+    ROOT,
+    SHARED_MNIST,
+    TMP,
+    children_of,
+    load_average,
+    py_spy,
+    rss_mib,
+    summarise_profile,
+    write_part,
+)
 
 SECONDS = int(os.environ.get("BENCH_HTTP_SECONDS", "8"))
 PROFILE_SECONDS = 6
@@ -192,9 +201,9 @@ def targets(ours: dict[str, Any], naive: dict[str, Any], limit: float) -> dict[s
 
 def profile(server: Server, body: Path, content_type: str, label: str) -> str | None:
     """Sample every worker with py-spy under concurrency-16 load; write the top functions."""
-    if not shutil.which("py-spy") and not (Path(sys.executable).parent / "py-spy").exists():
+    spy = py_spy()
+    if spy is None:
         return None
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = TMP / f"profile-{label}.txt"
     sampler = subprocess.Popen([spy, "record", "--pid", str(server.process.pid), "--subprocesses", "--nonblocking",
                                 "--duration", str(PROFILE_SECONDS), "--format", "raw", "--output", str(raw)],
@@ -205,30 +214,6 @@ def profile(server: Server, body: Path, content_type: str, label: str) -> str | 
     summary = ROOT / "bench" / f"profile-{label}.txt"
     summary.write_text(summarise_profile(raw.read_text(), f"py-spy, {label}, concurrency 16, {PROFILE_SECONDS} s"))
     return str(summary.relative_to(ROOT))
-
-
-def summarise_profile(collapsed: str, title: str) -> str:
-    """Collapsed stacks -> the functions holding the most samples, inclusive and self."""
-    inclusive: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    total = 0
-    for line in collapsed.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        total += count
-        frames = [frame.split(" (")[0] + " (" + frame.split(" (")[-1].split("/")[-1] if " (" in frame else frame
-                  for frame in stack.split(";")[1:]]  # first frame is the process
-        for frame in set(frames):
-            inclusive[frame] += count
-        if frames:
-            own[frames[-1]] += count
-    lines = [f"# {title}: {total} samples of busy threads", "", "## inclusive"]
-    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(25)]
-    lines += ["", "## self"]
-    lines += [f"{100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(15)]
-    return "\n".join(lines) + "\n"
 
 
 def measure(name: str, argv: list[str], env: dict[str, str], bodies: dict[str, Path],

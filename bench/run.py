@@ -102,13 +102,13 @@ def training_section(training: dict[str, Any]) -> list[str]:
         " Reference = `bench/reference_train.py` (the notebook code); ours = `python -m trainer`'s `train()`."
         " samples/s = 60,000 / median wall s/epoch; peak RSS is ru_maxrss of each process.",
         "",
-        "Both sides do the same work: `trainer.train` is `model.fit` of the reference model on the same float32"
-        " arrays with the same optimizer and batch, so the two run the same TensorFlow kernels; only the seed"
-        " differs (ours is fixed, the notebook's is not). A gap of a few percent between them is the load that"
-        " other jobs put on the shared 2 cores while each side ran (see the load column), in CPU seconds too"
-        " (cache and core contention). The feeding and threading changes that could make ours faster are"
-        " measured in \"Training variants tried\" (`--only variants`); none gained more than that noise, so"
-        " none was kept in `trainer/train.py`.",
+        "Both sides fit the reference model with `model.fit` on the same float32 arrays, optimizer, batch and"
+        " epochs; only the seed differs (ours is fixed, the notebook's is not). The difference is the precision"
+        f" the layers compute in: ours trained in **{training['ours'].get('precision', 'float32')}**"
+        " (`TRAIN_PRECISION=auto`: Keras' mixed_bfloat16 policy where the CPU has AMX bfloat16 tiles, float32"
+        " elsewhere; weights, softmax output and the published model stay float32), the reference in float32."
+        " What else was tried, and the profiles of where the time goes, are in \"Training variants tried\""
+        " (`--only variants`).",
         "",
     ]
 
@@ -125,7 +125,20 @@ def variants_section(variants: dict[str, Any]) -> list[str]:
         "",
         *table(["variant", "what changes", "wall s/epoch", "CPU s/epoch", "CPU vs base", "test accuracy"], rows),
         "",
+        *training_profiles(variants.get("profiles", {})),
     ]
+
+
+def training_profiles(profiles: dict[str, str | None]) -> list[str]:
+    """The functions that hold the most samples on their own (py-spy --native), per profiled variant."""
+    lines = []
+    for profile in profiles.values():
+        if not profile:
+            continue
+        text = (ROOT / profile).read_text().splitlines()
+        own = text[text.index("## self") + 1:][:10]
+        lines += [f"Profile `{profile}` ({text[0].lstrip('# ')}), top self time:", "", "```", *own, "```", ""]
+    return lines
 
 
 def inference_section(inference: dict[str, Any]) -> list[str]:

@@ -68,6 +68,7 @@ def ours(epochs: int) -> dict[str, Any]:
         "train_images": measured["train_images"],
         "peak_rss_mib": measured["peak_rss_mib"],
         "model_version": metadata["version"],
+        "precision": metadata["hyperparameters"]["precision"],
     }
 
 

@@ -1,10 +1,11 @@
 """Training speed-ups we tried on our trainer's path, each against the unchanged one.
 
 Every variant keeps the reference model, optimizer, batch 128 and data; it changes only how
-the data is fed or how TensorFlow schedules threads. Variants run in their own processes,
-in alternation (round robin, ROUNDS times) so a busy spell on the shared machine hits them
-all alike, on the first SUBSET images for 2 epochs; the second epoch is the figure (the
-first includes tracing). Not part of the default `make bench` (about 10 minutes):
+the data is fed, how TensorFlow schedules threads, or the precision the layers compute in.
+Variants run in their own processes, in alternation (round robin, ROUNDS times) so a busy
+spell on the shared machine hits them all alike, on the first SUBSET images for 2 epochs;
+the second epoch is the figure (the first includes tracing). Not part of the default
+`make bench` (about 12 minutes):
 
     python -m bench.run --only variants     # or: python -m bench.train_variants
 """
@@ -13,20 +14,34 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from typing import Any
 
-from bench.common import SHARED_MNIST, load_average, median, run_json, write_part
+from bench.common import ROOT, SHARED_MNIST, TMP, load_average, median, py_spy, run_json, summarise_profile, write_part
 
 SUBSET = 12800
 EPOCHS = 2
 ROUNDS = 2
 VARIANTS = {
-    "base": "the reference's feeding: model.fit on float32 NumPy arrays (Keras' gather pipeline), 1 step per call",
+    "base": "float32, the reference's feeding: model.fit on float32 NumPy arrays (Keras' gather pipeline),"
+            " 1 step per call",
     "threads": "TensorFlow intra-op 2 threads, inter-op 1 (default: 2 and 2 on 2 cores)",
     "steps_per_execution": "16 training steps per tf.function call instead of 1 (less Python per step)",
     "validation_batch": "validation_batch_size 1000 instead of 128",
     "uint8_dataset": "tf.data from uint8 arrays, cast and /255 per batch in the pipeline",
+    "onednn_bf16_fpmath": "float32 model, oneDNN allowed to compute float32 convolutions in bfloat16"
+                          " (ONEDNN_DEFAULT_FPMATH_MODE=BF16)",
+    "mixed_bfloat16": "Keras mixed_bfloat16 policy, float32 weights and output layer"
+                      " (what TRAIN_PRECISION=auto picks on an AMX CPU)",
+    "mixed_bfloat16_no_amx": "the same with oneDNN kept off AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16),"
+                             " as on a CPU with AVX-512 BF16 but no AMX",
+}
+PROFILED = ("base", "mixed_bfloat16")  # where the time goes, native frames included, once each
+# Variants that differ only in how oneDNN may compute: set for their child process alone.
+VARIANT_ENVIRONMENT = {
+    "onednn_bf16_fpmath": {"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"},
+    "mixed_bfloat16_no_amx": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},
 }
 
 
@@ -48,7 +63,7 @@ def child(variant: str) -> dict[str, Any]:
         x_train, y_train = archive["x_train"][:SUBSET], archive["y_train"][:SUBSET]
         x_test, y_test = archive["x_test"], archive["y_test"]
     keras.utils.set_random_seed(1337)
-    model = build_model()
+    model = build_model("mixed_bfloat16" if variant.startswith("mixed_bfloat16") else "float32")
     if variant == "steps_per_execution":
         model.steps_per_execution = 16  # what compile(steps_per_execution=16) sets; the model stays the reference's
     clock = EpochClock()
@@ -67,12 +82,31 @@ def child(variant: str) -> dict[str, Any]:
     return {"wall": clock.wall[-1], "cpu": clock.cpu[-1], "val_accuracy": history.history["val_accuracy"][-1]}
 
 
+def profile(variant: str) -> str | None:
+    """One run of `variant` under py-spy (native frames: TensorFlow's kernels); the top functions."""
+    spy = py_spy()
+    if spy is None:
+        return None
+    raw = TMP / f"profile-training-{variant}.raw"
+    command = [spy, "record", "--native", "--format", "raw", "--output", str(raw), "--",
+               sys.executable, "-m", "bench.train_variants", "--child", variant]
+    completed = subprocess.run(command, cwd=ROOT, env={**os.environ, **VARIANT_ENVIRONMENT.get(variant, {})},
+                               capture_output=True, text=True)
+    if completed.returncode != 0 or not raw.is_file():
+        print(f"bench: py-spy could not profile {variant}: {completed.stderr.strip()[-300:]}", flush=True)
+        return None
+    summary = ROOT / "bench" / f"profile-training-{variant}.txt"
+    summary.write_text(summarise_profile(raw.read_text(), f"py-spy --native, training variant {variant}, "
+                                                          f"{SUBSET:,} images x {EPOCHS} epochs"))
+    return str(summary.relative_to(ROOT))
+
+
 def main() -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for round_number in range(ROUNDS):
         for name in VARIANTS:
             print(f"bench: variant {name}, round {round_number + 1}/{ROUNDS}, load {load_average()}", flush=True)
-            runs[name].append(run_json(["-m", "bench.train_variants", "--child", name]))
+            runs[name].append(run_json(["-m", "bench.train_variants", "--child", name], VARIANT_ENVIRONMENT.get(name)))
     base_cpu = median([run["cpu"] for run in runs["base"]])
     summary = {
         name: {
@@ -85,7 +119,12 @@ def main() -> dict[str, Any]:
         }
         for name in VARIANTS
     }
-    result = {"subset": SUBSET, "epochs": EPOCHS, "rounds": ROUNDS, "variants": summary, "load_after": load_average()}
+    profiles = {}
+    for name in PROFILED:
+        print(f"bench: profiling variant {name}, load {load_average()}", flush=True)
+        profiles[name] = profile(name)
+    result = {"subset": SUBSET, "epochs": EPOCHS, "rounds": ROUNDS, "variants": summary, "profiles": profiles,
+              "load_after": load_average()}
     write_part("variants", result)
     return result
 
