@@ -43,15 +43,30 @@ def decode_image(data: bytes) -> Image.Image:
             image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways plus an EXIF tag
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+    except UnidentifiedImageError:  # Pillow's own text names only an in-memory buffer object
+        raise ImageError("not a decodable image (not PNG, JPEG, GIF, BMP, WebP or another format Pillow reads)"
+                         ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"not a decodable image ({error})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image ({error})") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent drawings (a canvas export) mean "background" where alpha is 0: put them on white.
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+        image = _flatten_transparency(image.convert("RGBA"))
     return image.convert("L")
+
+
+def _flatten_transparency(image: Image.Image) -> Image.Image:
+    """A transparent drawing (a canvas export) on the background its ink stands out from.
+
+    Where alpha is 0 there is no ink. Dark ink goes on white and light ink on black: on white
+    alone, white strokes on a transparent canvas would vanish.
+    """
+    alpha = np.asarray(image.getchannel("A"), dtype=np.float64)
+    brightness = np.asarray(image.convert("L"), dtype=np.float64)
+    visible = alpha.sum()
+    ink_is_light = visible > 0 and (brightness * alpha).sum() / visible > 127
+    background = Image.new("RGBA", image.size, (0, 0, 0, 255) if ink_is_light else (255, 255, 255, 255))
+    return Image.alpha_composite(background, image)
 
 
 def image_to_mnist(data: bytes) -> np.ndarray:
