@@ -138,7 +138,8 @@ class Config:
     min_accuracy: float = _setting("MIN_ACCURACY", "0.98", _fraction, "trainer",
                                    "Quality gate: a model below this test accuracy is not published.")
     keep_versions: int = _setting("KEEP_VERSIONS", "5", _positive_int, "trainer",
-                                  "How many model versions the store keeps; older ones are deleted after a publish.")
+                                  "How many model versions the store keeps after a publish; older ones are deleted."
+                                  " As many rolled-back ones are kept for inspection.")
     skip_if_published: bool = _setting("SKIP_IF_PUBLISHED", "false", _boolean, "trainer",
                                        "Exit 0 without training when the store holds a model (compose's train-once).")
     # Serving

@@ -7,7 +7,7 @@ folders; the highest number is the current model.
         1/  model.keras  model.onnx  metadata.json
         2/  ...
         .staging-<id>/   a publish in progress (never read by the server)
-        .retired-2/      a version taken out of service by `rollback` (kept for inspection)
+        .retired-2/      a version taken out of service by `rollback` (the newest few kept for inspection)
 
 A version folder only ever appears through one `rename()` of a complete, fsynced staging
 folder on the same filesystem, so a reader never sees a half-written version, a crash
@@ -138,6 +138,14 @@ class ModelStore:
         """Delete all but the newest `keep` versions; returns the deleted numbers."""
         doomed = self.versions()[:-keep] if keep > 0 else []
         return [version for version in doomed if self._delete(self.version_dir(version))]
+
+    def prune_retired(self, keep: int) -> list[int]:
+        """Delete all but the newest `keep` rolled-back folders; returns their numbers.
+
+        The newest one always stays (keep >= 1), so `publish` never hands out a retired number again.
+        """
+        doomed = self._numbered(RETIRED_PREFIX)[:-max(keep, 1)]
+        return [number for number in doomed if self._delete(self.base_path / f"{RETIRED_PREFIX}{number}")]
 
     def rollback(self) -> int:
         """Take the newest version out of service; returns the version that is current now."""

@@ -222,6 +222,19 @@ def test_rollback_retires_the_newest_and_its_number_is_not_reused(store):
     assert_complete(store, 4, "d")
 
 
+def test_only_the_newest_rolled_back_folders_are_kept_and_numbers_stay_unique(store):
+    for token in "abcde":
+        publish(store, token)
+    for _ in range(3):
+        store.rollback()  # retires 5, 4, 3
+    assert store.versions() == [1, 2]
+    assert store.prune_retired(2) == [3]
+    assert hidden_entries(store) == [f"{RETIRED_PREFIX}4", f"{RETIRED_PREFIX}5"]
+    assert store.prune_retired(0) == [4]  # the newest stays whatever `keep` says: it holds the highest number
+    assert publish(store, "f") == 6  # never 3, 4 or 5 again
+    assert store.prune_retired(1) == []
+
+
 def test_rollback_with_a_single_version_is_a_clear_error(store):
     with pytest.raises(ModelStoreError, match="nothing to roll back to"):
         store.rollback()

@@ -122,6 +122,8 @@ def run(config: Config) -> int:
     print(f"trainer: published version {version} to {store.version_dir(version)}", flush=True)
     for old in store.prune(config.keep_versions):
         print(f"trainer: removed old version {old} (KEEP_VERSIONS={config.keep_versions})")
+    for old in store.prune_retired(config.keep_versions):
+        print(f"trainer: removed rolled-back version {old} (KEEP_VERSIONS={config.keep_versions})")
     return 0
 
 
