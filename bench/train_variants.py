@@ -8,6 +8,7 @@ the second epoch is the figure (the first includes tracing). Not part of the def
 `make bench` (about 12 minutes):
 
     python -m bench.run --only variants     # or: python -m bench.train_variants
+    python -m bench.train_variants --profile  # only the oneDNN kernel profiles, added to the last run
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
-from bench.common import ROOT, SHARED_MNIST, TMP, load_average, median, py_spy, run_json, summarise_profile, write_part
+from bench.common import ROOT, SHARED_MNIST, load_average, median, read_part, run_json, write_part
 
 SUBSET = 12800
 EPOCHS = 2
@@ -79,25 +81,43 @@ def child(variant: str) -> dict[str, Any]:
         history = model.fit(data, **options)
     else:
         history = model.fit(scale_pixels(x_train), keras.utils.to_categorical(y_train, 10), batch_size=128, **options)
-    return {"wall": clock.wall[-1], "cpu": clock.cpu[-1], "val_accuracy": history.history["val_accuracy"][-1]}
+    return {"wall": clock.wall[-1], "cpu": clock.cpu[-1], "fit_wall": sum(clock.wall),
+            "val_accuracy": history.history["val_accuracy"][-1]}
 
 
-def profile(variant: str) -> str | None:
-    """One run of `variant` under py-spy (native frames: TensorFlow's kernels); the top functions."""
-    spy = py_spy()
-    if spy is None:
+def kernel_profile(variant: str) -> str | None:
+    """One run of `variant` with oneDNN's execution log: where the time goes, kernel by kernel.
+
+    TensorFlow runs this model's convolutions, dense layers and pooling as oneDNN primitives;
+    ONEDNN_VERBOSE=profile_exec logs each execution with its implementation (the instruction set
+    it uses, e.g. avx512_core_amx) and milliseconds. A sampling profiler cannot show this: py-spy
+    --native stops the process for every sample and slowed this run about 20x.
+    """
+    environment = {**os.environ, **VARIANT_ENVIRONMENT.get(variant, {}), "ONEDNN_VERBOSE": "profile_exec"}
+    completed = subprocess.run([sys.executable, "-m", "bench.train_variants", "--child", variant], cwd=ROOT,
+                               env=environment, capture_output=True, text=True)
+    milliseconds: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for line in completed.stdout.splitlines():
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields:
+            continue
+        at = fields.index("exec")
+        kernel = f"{fields[at + 2]} {fields[at + 4]} ({fields[at + 3]})"  # primitive, direction (implementation)
+        milliseconds[kernel] += float(fields[-1])
+        calls[kernel] += 1
+    if completed.returncode != 0 or not milliseconds:
+        print(f"bench: no oneDNN execution log for {variant}: {completed.stderr.strip()[-300:]}", flush=True)
         return None
-    raw = TMP / f"profile-training-{variant}.raw"
-    command = [spy, "record", "--native", "--format", "raw", "--output", str(raw), "--",
-               sys.executable, "-m", "bench.train_variants", "--child", variant]
-    completed = subprocess.run(command, cwd=ROOT, env={**os.environ, **VARIANT_ENVIRONMENT.get(variant, {})},
-                               capture_output=True, text=True)
-    if completed.returncode != 0 or not raw.is_file():
-        print(f"bench: py-spy could not profile {variant}: {completed.stderr.strip()[-300:]}", flush=True)
-        return None
+    fit_seconds = json.loads(completed.stdout.splitlines()[-1])["fit_wall"]
+    total = sum(milliseconds.values())
+    lines = [f"# oneDNN kernels, training variant {variant}, {SUBSET:,} images x {EPOCHS} epochs with validation:"
+             f" {total / 1000:.1f} s in oneDNN of {fit_seconds:.1f} s of fit (logging slows it)", "",
+             "share   seconds    calls  kernel"]
+    lines += [f"{100 * ms / total:5.1f}%  {ms / 1000:7.2f}  {calls[kernel]:7d}  {kernel}"
+              for kernel, ms in milliseconds.most_common(12)]
     summary = ROOT / "bench" / f"profile-training-{variant}.txt"
-    summary.write_text(summarise_profile(raw.read_text(), f"py-spy --native, training variant {variant}, "
-                                                          f"{SUBSET:,} images x {EPOCHS} epochs"))
+    summary.write_text("\n".join(lines) + "\n")
     return str(summary.relative_to(ROOT))
 
 
@@ -119,18 +139,34 @@ def main() -> dict[str, Any]:
         }
         for name in VARIANTS
     }
-    profiles = {}
-    for name in PROFILED:
-        print(f"bench: profiling variant {name}, load {load_average()}", flush=True)
-        profiles[name] = profile(name)
-    result = {"subset": SUBSET, "epochs": EPOCHS, "rounds": ROUNDS, "variants": summary, "profiles": profiles,
-              "load_after": load_average()}
+    result = {"subset": SUBSET, "epochs": EPOCHS, "rounds": ROUNDS, "variants": summary,
+              "load_after": load_average(), "profiles": profiles()}
     write_part("variants", result)
+    return result
+
+
+def profiles() -> dict[str, str | None]:
+    found = {}
+    for name in PROFILED:
+        print(f"bench: oneDNN kernel profile of variant {name}, load {load_average()}", flush=True)
+        found[name] = kernel_profile(name)
+    return found
+
+
+def add_profiles() -> dict[str, Any]:
+    """Profile again and add the result to the last variants run (`--profile`)."""
+    result = read_part("variants")
+    if result is None:
+        raise SystemExit("bench: no variants run to add profiles to; run python -m bench.train_variants first")
+    result["profiles"] = profiles()
+    write_part("variants", result)  # keeps the variants' own measured_at
     return result
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
         print(json.dumps(child(sys.argv[2])))
+    elif sys.argv[1:2] == ["--profile"]:
+        print(json.dumps(add_profiles()))
     else:
         print(json.dumps(main()))
