@@ -75,7 +75,7 @@ status: ## List the model versions in the volume and the one the server is servi
 BENCH_EPOCHS ?= 1
 
 # wrk is the load generator (Debian's package); installed here when missing so the run needs no one.
-bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/results.md (BENCH_EPOCHS=6: full run)
+bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/results.md (BENCH_EPOCHS=6 BENCH_ROUNDS=3: full run)
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 

@@ -91,7 +91,8 @@ def training_section(training: dict[str, Any]) -> list[str]:
                      ", ".join(f"{value:.4f}" for value in entry["val_accuracy"]), entry["peak_rss_mib"],
                      entry["load_before"]])
     return [
-        f"## Training: {training['epochs']} epoch(s) on 60,000 images, batch 128 ({measured(training)})",
+        f"## Training: {training['epochs']} epoch(s) on 60,000 images, batch 128,"
+        f" {training.get('rounds', 1)} round(s) ({measured(training)})",
         "",
         *table(["side", "median s/epoch", "CPU s/epoch", "samples/s", "test accuracy per epoch", "peak RSS MiB",
                 "load before"], rows),
@@ -100,7 +101,9 @@ def training_section(training: dict[str, Any]) -> list[str]:
         f" {training.get('cpu_speedup', '?')}x in CPU seconds (all threads of the process: what other jobs on a"
         f" shared machine disturb least); final test accuracy difference {training['accuracy_difference']:+.4f}."
         " Reference = `bench/reference_train.py` (the notebook code); ours = `python -m trainer`'s `train()`."
-        " samples/s = 60,000 / median wall s/epoch; peak RSS is ru_maxrss of each process.",
+        " samples/s = 60,000 / median wall s/epoch; peak RSS is ru_maxrss of each process. Medians pool every"
+        " epoch of every round; rounds alternate the order (reference first, then ours first, ...) and the"
+        " accuracy per epoch is the median across rounds (`BENCH_ROUNDS`, default 1).",
         "",
         "Both sides fit the reference model with `model.fit` on the same float32 arrays, optimizer, batch and"
         " epochs; only the seed differs (ours is fixed, the notebook's is not). The difference is the precision"
@@ -222,8 +225,10 @@ def write_report(epochs: int) -> dict[str, Any]:
         "versions": versions(),
         "load_average": load_average(),
         "commands": {
-            "all": f"make bench BENCH_EPOCHS={epochs}   # = .venv/bin/python -m bench.run --epochs {epochs}",
-            "training": f".venv/bin/python -m bench.train_bench {epochs}",
+            "all": f"make bench BENCH_EPOCHS={epochs} BENCH_ROUNDS={(parts['training'] or {}).get('rounds', 1)}"
+                   f"   # = .venv/bin/python -m bench.run --epochs {epochs}",
+            "training": f"BENCH_ROUNDS={(parts['training'] or {}).get('rounds', 1)}"
+                        f" .venv/bin/python -m bench.train_bench {epochs}",
             "inference": ".venv/bin/python -m bench.inference_bench",
             "http": ".venv/bin/python -m bench.http_bench   # BENCH_HTTP_SECONDS=8 per case",
             "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 12 minutes",

@@ -6,12 +6,14 @@ also publishes the model the inference and HTTP benchmarks use; its peak RSS is 
 moment `train()` returns, so the ONNX export afterwards does not count against it.
 
     python -m bench.train_bench [EPOCHS]      # both sides, writes bench/tmp/training.json
+    BENCH_ROUNDS=3 python -m bench.train_bench 6  # alternate the sides 3 times; medians over all
     python -m bench.train_bench --ours EPOCHS  # one side (used by the line above)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -72,30 +74,46 @@ def ours(epochs: int) -> dict[str, Any]:
     }
 
 
-def summarise(raw: dict[str, Any], load: str) -> dict[str, Any]:
-    per_epoch = median(raw["epoch_seconds"])
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds -> medians over every epoch of every round (accuracy: per epoch, across rounds)."""
+    seconds = [value for run in runs for value in run["epoch_seconds"]]
+    cpu_seconds = [value for run in runs for value in run["epoch_cpu_seconds"]]
+    per_epoch = median(seconds)
     return {
-        **raw,
+        **runs[-1],
+        "epoch_seconds": seconds,
+        "epoch_cpu_seconds": cpu_seconds,
+        "val_accuracy": [round(median(epoch), 5)
+                         for epoch in zip(*(run["val_accuracy"] for run in runs), strict=True)],
+        "test_accuracy": round(median([run["test_accuracy"] for run in runs]), 5),
+        "peak_rss_mib": max(run["peak_rss_mib"] for run in runs),
         "median_epoch_seconds": round(per_epoch, 2),
-        "median_epoch_cpu_seconds": round(median(raw["epoch_cpu_seconds"]), 2),
-        "samples_per_second": round(raw["train_images"] / per_epoch, 1),
-        "load_before": load,
+        "median_epoch_cpu_seconds": round(median(cpu_seconds), 2),
+        "samples_per_second": round(runs[-1]["train_images"] / per_epoch, 1),
+        "load_before": "; ".join(run["load_before"] for run in runs),
+        "rounds": runs,
     }
 
 
-def main(epochs: int) -> dict[str, Any]:
-    sides = {}
-    for name, args in (
+def main(epochs: int, rounds: int) -> dict[str, Any]:
+    sides: dict[str, list[dict[str, Any]]] = {"reference": [], "ours": []}
+    commands = [
         ("reference", ["-m", "bench.reference_train", str(epochs)]),
         ("ours", ["-m", "bench.train_bench", "--ours", str(epochs)]),
-    ):
-        load = load_average()
-        print(f"bench: training {name}, {epochs} epoch(s), load {load}", flush=True)
-        sides[name] = summarise(run_json(args), load)
-    reference, mine = sides["reference"], sides["ours"]
+    ]
+    for round_number in range(rounds):
+        # A-B, then B-A: a machine that gets busier (or quieter) during the run hits both sides alike.
+        for name, args in commands if round_number % 2 == 0 else commands[::-1]:
+            load = load_average()
+            print(f"bench: training {name}, {epochs} epoch(s), round {round_number + 1}/{rounds}, load {load}",
+                  flush=True)
+            sides[name].append({**run_json(args), "load_before": load})
+    reference, mine = summarise(sides["reference"]), summarise(sides["ours"])
     result = {
         "epochs": epochs,
-        **sides,
+        "rounds": rounds,
+        "reference": reference,
+        "ours": mine,
         # > 1 means our trainer is faster per epoch than the reference.
         "speedup": round(reference["median_epoch_seconds"] / mine["median_epoch_seconds"], 3),
         # The same in CPU seconds: far less disturbed by other jobs on a shared machine.
@@ -111,4 +129,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--ours"]:
         print(json.dumps(ours(int(sys.argv[2]))))
     else:
-        print(json.dumps(main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)))
+        epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+        print(json.dumps(main(epochs, int(os.environ.get("BENCH_ROUNDS", "1")))))
