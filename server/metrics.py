@@ -31,6 +31,19 @@ BATCH_SIZE = Histogram(
     "mnist_inference_batch_size", "Images per inference call",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
+# Adaptive batching (server/batching.py, BATCHING=true): what each merged call held and how long requests waited.
+BATCHED_IMAGES = Histogram(
+    "mnist_batching_batch_images", "Images per merged model call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+BATCHED_REQUESTS = Histogram(
+    "mnist_batching_batch_requests", "Requests merged into one model call",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+BATCHING_QUEUE = Histogram(
+    "mnist_batching_queue_seconds", "Time a request waited in the batching queue before its model call",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
 # One value per live worker (label pid): during a hot reload you can watch each worker move.
 SERVED_VERSION = Gauge("mnist_model_served_version", "Model version this worker serves (0 = none)",
                        multiprocess_mode="liveall")
@@ -66,3 +79,11 @@ def render() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def observe_batch(images: int, requests: int, waits: list[float]) -> None:
+    """The batching observer (`Batcher(observe=metrics.observe_batch)`)."""
+    BATCHED_IMAGES.observe(images)
+    BATCHED_REQUESTS.observe(requests)
+    for wait in waits:
+        BATCHING_QUEUE.observe(wait)

@@ -20,6 +20,8 @@ KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17
 MODEL_NAME = "mnist"
 BACKENDS = ("onnx", "keras")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+# Keras 3 backends the trainer supports; the model code is backend-neutral (Keras ops only).
+KERAS_BACKENDS = ("tensorflow", "jax")
 
 
 class ConfigError(ValueError):
@@ -133,8 +135,12 @@ class Config:
     train_subset: int = _setting("TRAIN_SUBSET", "0", _non_negative_int, "trainer",
                                  "Train on the first N training images only (0 = all 60,000); for quick runs.")
     precision: str = _setting("TRAIN_PRECISION", "auto", _one_of(*PRECISIONS), "trainer",
-                              "`auto`: mixed bfloat16 on CPUs with AMX (about 2x faster, same accuracy), float32"
-                              " elsewhere; or force `float32` / `mixed_bfloat16`. The published model is float32.")
+                              "`auto`: mixed bfloat16 on CPUs with AMX (about 2x faster, same accuracy) and on GPUs of"
+                              " compute capability 8.0 or newer, float32 elsewhere; or force `float32` /"
+                              " `mixed_bfloat16`. The published model is float32.")
+    keras_backend: str = _setting("KERAS_BACKEND", "tensorflow", _one_of(*KERAS_BACKENDS), "trainer",
+                                  "Keras backend that trains: `tensorflow` (fastest on CPU here) or `jax` (GPUs, see"
+                                  " docker-compose.gpu.yml). ONNX is exported under TensorFlow either way.")
     min_accuracy: float = _setting("MIN_ACCURACY", "0.98", _fraction, "trainer",
                                    "Quality gate: a model below this test accuracy is not published.")
     keep_versions: int = _setting("KEEP_VERSIONS", "5", _positive_int, "trainer",
@@ -154,6 +160,14 @@ class Config:
     max_batch_size: int = _setting("MAX_BATCH_SIZE", "1024", _positive_int, "server", "Most images in one request.")
     max_body_bytes: int = _setting("MAX_BODY_BYTES", str(32 * 1024 * 1024), _positive_int, "server",
                                    "Largest request body accepted; larger ones get 413 without being read.")
+    batching: bool = _setting("BATCHING", "false", _boolean, "server",
+                              "Merge concurrent small requests into one model call per worker (adaptive batching).")
+    batch_max_size: int = _setting("BATCH_MAX_SIZE", "64", _positive_int, "server",
+                                   "Batching: most images in one merged model call; larger requests run alone.")
+    batch_timeout_micros: int = _setting("BATCH_TIMEOUT_MICROS", "500", _non_negative_int, "server",
+                                         "Batching: longest a request waits for others to join its model call.")
+    batch_max_queue: int = _setting("BATCH_MAX_QUEUE", "1024", _positive_int, "server",
+                                    "Batching: most images waiting per worker; beyond, 503 with Retry-After.")
     bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
     port: int = _setting("PORT", "8000", _port, "server", "TCP port gunicorn listens on.")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
@@ -194,6 +208,11 @@ class Config:
     @property
     def dataset_path(self) -> Path:
         return self.home / "datasets" / "mnist.npz"
+
+    @property
+    def jax_cache_path(self) -> Path:
+        """JAX's persistent compilation cache: on the volume, so the next training run reuses it."""
+        return self.home / "cache" / "jax"
 
 
 def _field(field_name: str) -> dataclasses.Field:
