@@ -7,6 +7,7 @@ Exit status: 0 published (or skipped on purpose), 1 not published, 2 bad configu
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 import sys
@@ -46,23 +47,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def library_versions() -> dict[str, str]:
-    import keras
-    import numpy
-    import onnx
-    import onnxruntime
-    import tensorflow
-    import tf2onnx
+# Metadata name -> the distributions that provide it (TensorFlow is `tensorflow-cpu` in the image).
+LIBRARIES = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu"),
+    "jax": ("jax",),
+    "jaxlib": ("jaxlib",),
+    "keras": ("keras",),
+    "numpy": ("numpy",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "tf2onnx": ("tf2onnx",),
+}
 
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tensorflow.__version__,
-        "keras": keras.__version__,
-        "numpy": numpy.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "tf2onnx": tf2onnx.__version__,
-    }
+
+def library_versions() -> dict[str, str]:
+    """Versions of the installed libraries, read from package metadata: nothing is imported, so a
+    host without TensorFlow (a JAX GPU host) records what it has instead of failing."""
+    versions = {"python": platform.python_version()}
+    for name, distributions in LIBRARIES.items():
+        for distribution in distributions:
+            try:
+                versions[name] = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    return versions
 
 
 def run(config: Config) -> int:
@@ -72,17 +81,22 @@ def run(config: Config) -> int:
         print(f"trainer: {store.base_path} already holds version {store.latest()}; not training (SKIP_IF_PUBLISHED)")
         return 0
 
-    # Imported here so `--help` and configuration errors answer without loading TensorFlow.
+    # Before anything imports Keras, which reads the backend once. Imported here so `--help` and
+    # configuration errors answer without loading TensorFlow.
+    from trainer import backend
+    backend.select(config.keras_backend, config.jax_cache_path)
     from trainer import precision
-    from trainer.export import check_onnx_agrees, export_onnx
+    from trainer.export import check_onnx_agrees, export_onnx, export_saved_model
     from trainer.train import evaluate, train
 
     path = dataset.fetch(config.dataset_url, config.dataset_sha256, config.dataset_path)
     data = dataset.load(path)
     images = config.train_subset or len(data.x_train)
-    numerics = precision.resolve(config.precision)
+    device = backend.training_device()
+    gpu_capability = (device.compute_capability or (0, 0)) if device.kind == "gpu" else None
+    numerics = precision.resolve(config.precision, gpu_capability=gpu_capability)
     print(f"trainer: training on {images} images for {config.epochs} epochs in {numerics}"
-          f" (TRAIN_PRECISION={config.precision})", flush=True)
+          f" (TRAIN_PRECISION={config.precision}) on {config.keras_backend}, {device}", flush=True)
     training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics)
     scores = evaluate(training.model, data.x_test, data.y_test)
     probabilities = scores.pop("probabilities")
@@ -94,7 +108,10 @@ def run(config: Config) -> int:
 
     with store.staging() as staged:
         training.model.save(staged / KERAS_FILE)
-        export_onnx(training.model, staged / ONNX_FILE)
+        if config.keras_backend == backend.TENSORFLOW:
+            export_onnx(training.model, staged / ONNX_FILE)
+        else:
+            export_saved_model(staged / KERAS_FILE, staged / ONNX_FILE)
         difference = check_onnx_agrees(staged / ONNX_FILE, data.x_test, probabilities)
         metadata = {
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -108,6 +125,8 @@ def run(config: Config) -> int:
                 "optimizer": "rmsprop",
                 "loss": "categorical_crossentropy",
             },
+            "backend": config.keras_backend,
+            "device": str(device),
             "history": training.history,
             **scores,
             "onnx_max_probability_difference": difference,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,8 @@ if TYPE_CHECKING:
 
 PROBABILITY_TOLERANCE = 1e-4
 CHECK_BATCH = 1000
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPORT_ERROR_LINES = 5  # of the export process's stderr, in the error that stops the publish
 
 
 class QualityGateError(RuntimeError):
@@ -22,6 +27,20 @@ class QualityGateError(RuntimeError):
 
 def export_onnx(model: keras.Model, path: Path) -> None:
     model.export(str(path), format="onnx", verbose=False)
+
+
+def export_saved_model(keras_path: Path, onnx_path: Path) -> None:
+    """ONNX export of a saved `.keras` file under the TensorFlow backend, in a process of its own.
+
+    For models trained under another backend (see trainer/export_onnx.py for why). Raises
+    QualityGateError, with the end of the export's error output, when the export fails.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "trainer.export_onnx", str(keras_path), "--onnx", str(onnx_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join(result.stderr.strip().splitlines()[-EXPORT_ERROR_LINES:])
+        raise QualityGateError(f"ONNX export under the TensorFlow backend failed (exit {result.returncode}): {tail}")
 
 
 def check_onnx_agrees(onnx_path: Path, images: np.ndarray, keras_probabilities: np.ndarray) -> float:
