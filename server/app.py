@@ -5,18 +5,20 @@ from __future__ import annotations
 from flask import Flask
 
 from server import metrics, web
-from server.errors import register_error_handlers
-from server.inference import Inference
-from server.model_manager import ModelManager
-from server.routes import kserve, ops, predict, samples, tfserving
+from server.backends import load_model
+from server.dataplane import DataPlane
+from server.http_errors import register_error_handlers
+from server.model_manager import Loader, ModelManager
+from server.routes import ops, predict, samples, tfserving, v2
 from server.samples import SampleStore
 from server.services import EXTENSION, Services
 from shared.config import Config
 
 
-def create_app(config: Config | None = None, watch: bool = True) -> Flask:
+def create_app(config: Config | None = None, watch: bool = True, loader: Loader = load_model) -> Flask:
     """Build the app; with `watch` it loads the current model now and then watches the store.
 
+    `loader` opens a version's model file (tests pass a stand-in, so routes are tested without training).
     Under gunicorn this runs in each worker after the fork (no preload_app), so every worker
     has its own model and reload thread and TensorFlow (keras backend) is never forked.
     """
@@ -25,12 +27,12 @@ def create_app(config: Config | None = None, watch: bool = True) -> Flask:
     # Werkzeug refuses larger bodies with 413 from Content-Length alone, before reading them.
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
-    manager = ModelManager(config)
-    app.extensions[EXTENSION] = Services(config, manager, Inference(manager, config.max_batch_size),
+    manager = ModelManager(config, loader)
+    app.extensions[EXTENSION] = Services(config, manager, DataPlane(manager, config.max_batch_size),
                                          SampleStore(config.dataset_path))
     register_error_handlers(app)
     metrics.install(app)
-    for blueprint in (ops.bp, predict.bp, tfserving.bp, kserve.bp, samples.bp, web.bp):
+    for blueprint in (ops.bp, predict.bp, tfserving.bp, v2.bp, samples.bp, web.bp):
         app.register_blueprint(blueprint)
     if watch:
         manager.start(load_first=config.backend == "onnx")

@@ -15,8 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from server.errors import ApiError
-from server.inference import InputError
+from server.errors import ApiError, InputError
 from server.watchdog import WATCHDOG
 
 PIECE = 16 * 1024

@@ -1,19 +1,13 @@
-"""Every error leaves the server as JSON `{"error": "<what was wrong>"}` with a 4xx/5xx status.
+"""What can go wrong with a request, as plain exceptions: no Flask here.
 
-Routes raise `ApiError` (or a subclass); Werkzeug's own HTTP errors (404, 405, 413, ...)
-are turned into the same JSON shape, and a last-resort handler keeps an unexpected bug
-from answering with an HTML page (it logs the traceback and answers a plain JSON 500).
+The codecs (server.protocols), the data plane and the socket-level body reader raise these;
+server.http_errors turns each into the JSON answer `{"error": "<what was wrong>"}` with its
+status. `ApiError` carries the HTTP status (and extra headers or JSON fields) with it.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from flask import Flask, jsonify
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-
-log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -31,6 +25,16 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class InputError(ApiError):
+    """The request body or a parameter is malformed (400)."""
+
+    status = 400
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
 class NotFound(ApiError):
     status = 404
 
@@ -39,34 +43,3 @@ class Unavailable(ApiError):
     """The server is up but cannot answer yet (no model, no dataset)."""
 
     status = 503
-
-
-def error_response(message: str, status: int, headers: dict[str, str] | None = None, **extra: Any):
-    response = jsonify({"error": message, **extra})
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
-
-
-def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(error: ApiError):
-        return error_response(error.message, error.status, error.headers, **error.extra)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_error: RequestEntityTooLarge):
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        return error_response(f"request body is larger than the {limit} bytes allowed (MAX_BODY_BYTES)", 413)
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):
-        headers = dict(error.get_headers())
-        headers.pop("Content-Type", None)
-        message = f"{error.name}: {error.description}" if error.description else error.name
-        return error_response(message, error.code or 500, headers)
-
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception):
-        # Never expected: tests prove that bad input gets a 4xx. Log the traceback for the operator.
-        log.exception("unhandled error: %s", error)
-        return error_response("internal server error (see the server log)", 500)

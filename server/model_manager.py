@@ -27,6 +27,7 @@ from server import metrics
 from server.backends import Model, load_model
 from server.errors import NotFound, Unavailable
 from shared.config import Config
+from shared.image import IMAGE_SHAPE
 from shared.model_store import ModelStore, ModelStoreError
 from shared.preprocess import scale_pixels
 
@@ -41,10 +42,6 @@ class LoadedModel:
     model: Model
     metadata: dict[str, Any]
     loaded_at: float = field(default_factory=time.time)
-
-    def predict(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) pixel values 0..255 -> (N, 10) probabilities."""
-        return self.model.predict(scale_pixels(pixels))
 
 
 @dataclass(frozen=True)
@@ -202,7 +199,7 @@ class ModelManager:
         # allocation. Capped so that a huge MAX_BATCH_SIZE does not make start-up slow.
         sizes = (1, min(self.config.max_batch_size, WARM_BATCH)) if warm else (1,)
         for size in sizes:
-            probabilities = loaded.predict(np.zeros((size, 28, 28), dtype=np.float32))
+            probabilities = loaded.model.predict(scale_pixels(np.zeros((size, *IMAGE_SHAPE), np.float32)))
             problem = probability_problem(probabilities, size)
             if problem:
                 raise ModelStoreError(f"model is not servable: {problem}")
@@ -218,27 +215,6 @@ class ModelManager:
             self._failures.pop(version, None)  # the folder was replaced: worth another try
             return None
         return failure
-
-    # -- status for /models and the TF Serving / v2 status routes ----------------------------
-
-    def status(self) -> dict[str, Any]:
-        current = self._current
-        versions = []
-        for version in self.store.versions():
-            try:
-                metadata = self.store.metadata(version)
-            except ModelStoreError:
-                metadata = {}
-            versions.append({"version": version, "created": metadata.get("created"),
-                             "test_accuracy": metadata.get("test_accuracy")})
-        return {
-            "served_version": current.version if current else None,
-            "pinned": self.config.pinned_version,
-            "backend": self.config.backend,
-            "versions": versions,
-            "failed": self.failures(),
-            "metadata": current.metadata if current else None,
-        }
 
 
 def probability_problem(probabilities: np.ndarray, count: int) -> str | None:

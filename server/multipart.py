@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from werkzeug.sansio.multipart import Data, Epilogue, File, MultipartDecoder, NeedData
 
-from server.inference import InputError
+from server.errors import InputError
 
 
 @dataclass

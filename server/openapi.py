@@ -1,9 +1,10 @@
 """The OpenAPI 3 document served at /openapi.json: every route, its inputs, answers and 4xx cases.
 
 A test compares the app's URL rules with `paths` here, so a new route without documentation
-fails the suite. Blueprints owned elsewhere may contribute their own paths by exposing
-`OPENAPI_PATHS` (a dict in this document's format); `server.web` is merged that way.
-Limits (MAX_BATCH_SIZE, MAX_BODY_BYTES) come from the running configuration.
+fails the suite. Limits (MAX_BATCH_SIZE, MAX_BODY_BYTES) come from the running configuration.
+The v2 infer body may be JSON or the binary tensor data extension (JSON header, then raw
+tensor bytes; `Inference-Header-Content-Length` says where the JSON ends), described under
+`application/octet-stream`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from server import web
+from server.protocols import v2
 from server.routes.samples import MAX_COLS, MAX_GRID, MAX_LIMIT, MAX_SCALE
 from server.services import EXTENSION
 from shared.config import MODEL_NAME
@@ -107,24 +108,35 @@ def _schemas(max_batch: int) -> dict[str, Any]:
             "model_version_status": _array(version_status)}},
         "TfMetadata": {"type": "object", "required": ["model_spec", "metadata"], "properties": {
             "model_spec": {"type": "object"}, "metadata": {"type": "object"}}},
-        "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+        "V2Tensor": {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
             "name": {"type": "string"},
-            "shape": _array({"type": "integer", "minimum": 1}, minItems=2, maxItems=4,
-                            description="[N, 28, 28], [N, 784] or [N, 28, 28, 1]"),
-            "datatype": {"type": "string", "enum": ["UINT8", "FP32"]},
+            "shape": _array({"type": "integer", "minimum": 0}, minItems=1, maxItems=4,
+                            description="numbers: [N, 28, 28], [N, 784] or [N, 28, 28, 1]; BYTES: [N] or [N, 1]"),
+            "datatype": {"type": "string", "enum": list(v2.DATATYPES)},
             "data": {"type": "array", "minItems": 1,
-                     "description": "pixel values 0..255, flat or nested (integers for UINT8)"},
-            "parameters": {"type": "object"}}},
+                     "description": "pixel values 0..255, flat or nested (integers for integer datatypes); "
+                                    "BYTES: one base64 PNG/JPEG per image. Absent with binary_data_size."},
+            "parameters": {"type": "object", "properties": {"binary_data_size": {
+                "type": "integer", "minimum": 0,
+                "description": "this input's bytes follow the JSON (binary tensor data extension): little-endian "
+                               "numbers, or per BYTES element a 4-byte little-endian length and the image"}}}}},
         "V2InferRequest": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"}, "inputs": _array(_ref("V2Tensor"), 1),
+            "id": {"type": "string"}, "inputs": _array(_ref("V2Tensor"), minItems=1,
+                                                       description="joined in order into one batch"),
             "outputs": _array({"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string", "enum": ["probabilities", "label"]}}}),
-            "parameters": {"type": "object"}}},
+                "name": {"type": "string", "enum": list(v2.OUTPUTS)},
+                "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}},
+                description="default: every output"),
+            "parameters": {"type": "object", "properties": {"binary_data_output": {
+                "type": "boolean", "description": "outputs as binary data unless an output says otherwise"}}}}},
         "V2InferResponse": {"type": "object", "required": ["model_name", "model_version", "outputs"], "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
-            "outputs": _array({"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+            "outputs": _array({"type": "object", "required": ["name", "shape", "datatype"], "properties": {
                 "name": {"type": "string"}, "shape": _array({"type": "integer"}),
-                "datatype": {"type": "string"}, "data": _array({"type": "number"})}})}},
+                "datatype": {"type": "string"}, "data": _array({"type": "number"}),
+                "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}}}})}},
+        "V2ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"}, "extensions": _array({"type": "string"})}},
         "V2ModelMetadata": {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
                             "properties": {"name": {"type": "string"}, "versions": _array({"type": "string"}),
                                            "platform": {"type": "string"}, "inputs": _array(tensor_meta),
@@ -155,6 +167,29 @@ def _schemas(max_batch: int) -> dict[str, Any]:
                            "version": {"type": "integer"}, "error": {"type": "string"}}}),
                        "metadata": {"type": "object", "nullable": True,
                                     "description": "metadata.json of the served version"}}},
+    }
+
+
+def _v2_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metadata, readiness and infer of the served model (no params) or of one version."""
+    missing = (404, 503) if params else (503,)
+    ready = _json({"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}})
+    binary = {"schema": {"type": "string", "format": "binary", "description": (
+        "binary tensor data extension: the V2InferRequest JSON, then the inputs' raw bytes in order; the "
+        f"{v2.HEADER_LENGTH} header gives the JSON's length. Binary outputs come back the same way.")}}
+    infer_ok = {"description": "OK: JSON, or (binary outputs) JSON then raw output bytes",
+                "headers": {v2.HEADER_LENGTH: {"schema": {"type": "integer"},
+                                               "description": "length of the JSON part (binary outputs only)"}},
+                "content": {JSON: {"schema": _ref("V2InferResponse")}, v2.BINARY_TYPE: binary}}
+    header = {"name": v2.HEADER_LENGTH, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0},
+              "description": "length of the JSON part when binary tensor data follows it"}
+    infer = _op("KServe v2 inference (JSON or binary tensor data)", infer_ok, (400, 413, 415, *missing), "kserve",
+                [*params, header], {JSON: {"schema": _ref("V2InferRequest")}, v2.BINARY_TYPE: binary}, secured=True)
+    return {
+        prefix: {"get": _op("KServe v2 model metadata", _json(_ref("V2ModelMetadata")), missing if params else (),
+                            "kserve", params or None)},
+        prefix + "/ready": {"get": _op("KServe v2 model readiness", ready, missing, "kserve", params or None)},
+        prefix + "/infer": {"post": infer},
     }
 
 
@@ -208,14 +243,10 @@ def _paths(max_batch: int) -> dict[str, Any]:
             "live": {"type": "boolean"}}}), tag="kserve")},
         "/v2/health/ready": {"get": _op("KServe v2 readiness", _json({"type": "object", "properties": {
             "ready": {"type": "boolean"}}}), (503,), "kserve")},
-        f"/v2/models/{MODEL_NAME}": {"get": _op("KServe v2 model metadata", _json(_ref("V2ModelMetadata")),
-                                                tag="kserve")},
-        f"/v2/models/{MODEL_NAME}/ready": {"get": _op("KServe v2 model readiness", _json({
-            "type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}),
-            (503,), "kserve")},
-        f"/v2/models/{MODEL_NAME}/infer": {"post": _op(
-            "KServe v2 inference", _json(_ref("V2InferResponse")), body_errors, "kserve",
-            body={JSON: {"schema": _ref("V2InferRequest")}}, secured=True)},
+        "/v2": {"get": _op("KServe v2 server metadata (name, version, extensions)", _json(_ref("V2ServerMetadata")),
+                           tag="kserve")},
+        **_v2_model_paths(f"/v2/models/{MODEL_NAME}", []),
+        **_v2_model_paths(f"/v2/models/{MODEL_NAME}/versions/{{version}}", [version]),
         "/samples": {"get": _op("MNIST samples with the served model's predictions", _json(_ref("SampleList")),
                                 (400, 503), "samples", [
             split_query, offset,
@@ -236,7 +267,6 @@ def _paths(max_batch: int) -> dict[str, Any]:
         "/": {"get": _op("The web page", {"description": "HTML page",
                                           "content": {"text/html": {"schema": {"type": "string"}}}}, tag="web")},
     }
-    paths.update(getattr(web, "OPENAPI_PATHS", {}))
     return paths
 
 

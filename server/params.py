@@ -1,17 +1,15 @@
-"""Reading request bodies and query parameters, with a 4xx saying exactly what was wrong."""
+"""Flask glue for routes: the raw body, query parameters (a 4xx saying exactly what was wrong), codec answers."""
 
 from __future__ import annotations
 
-import json
 import re
-from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from server.body import read_body
-from server.errors import ApiError
-from server.inference import InputError
+from server.errors import InputError
+from server.protocols.common import Encoded
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -32,28 +30,10 @@ def body_bytes() -> bytes:
     return data
 
 
-def json_body(any_content_type: bool = False) -> Any:
-    """The request body as JSON; 415 for another content type (unless `any_content_type`), 400 for non-JSON."""
-    if not (any_content_type or request.is_json):
-        raise ApiError(f"expected Content-Type: application/json, got {request.mimetype or 'none'!r}", 415)
-    return parse_json(body_bytes())
-
-
-def parse_json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError too
-        raise InputError(f"body is not valid JSON ({error})") from None
-
-
-def json_object(required: tuple[str, ...] = (), any_content_type: bool = False) -> dict[str, Any]:
-    body = json_body(any_content_type)
-    if not isinstance(body, dict):
-        raise InputError(f"body must be a JSON object, got {type(body).__name__}")
-    missing = [key for key in required if key not in body]
-    if missing:
-        raise InputError(f"body lacks {', '.join(repr(key) for key in missing)}")
-    return body
+def respond(encoded: Encoded, status: int = 200) -> Response:
+    """A codec's (body, headers) as the HTTP answer."""
+    body, headers = encoded
+    return Response(body, status=status, headers=headers)
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from server.errors import NotFound, Unavailable
-from server.inference import InputError
+from server.errors import InputError, NotFound, Unavailable
 from server.model_manager import LoadedModel
 from shared import dataset
 from shared.dataset import SPLITS, DatasetError, Mnist
+
+if TYPE_CHECKING:
+    from server.dataplane import DataPlane
 
 CHUNK = 1000
 
@@ -47,8 +50,9 @@ class SampleStore:
             raise error(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         return self.data().split(name)
 
-    def predictions(self, model: LoadedModel, split: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted labels and their probabilities for images start..stop-1 of a split."""
+    def predictions(self, plane: DataPlane, model: LoadedModel, split: str, start: int,
+                    stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted labels and their probabilities for images start..stop-1 of a split, by `model`."""
         images, _labels = self.split(split)
         cache = self._cache.get(model.version)
         if cache is None:  # another model: the old answers are stale (one atomic replace, no shared mutation)
@@ -59,7 +63,8 @@ class SampleStore:
             key = (split, chunk)
             entry = cache.get(key)
             if entry is None:
-                probabilities = model.predict(images[chunk * CHUNK: (chunk + 1) * CHUNK])
+                pixels = images[chunk * CHUNK: (chunk + 1) * CHUNK].astype(np.float32)
+                probabilities = plane.run(model, pixels).probabilities
                 entry = cache[key] = (probabilities.argmax(axis=1), probabilities.max(axis=1))
             labels.append(entry[0])
             confidences.append(entry[1])

@@ -1,4 +1,4 @@
-"""The per-app objects routes need (config, model manager, inference core, samples), kept on the app."""
+"""The per-app objects routes need (config, model manager, data plane, samples), kept on the app."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from server.inference import Inference
+from server.dataplane import DataPlane
 from server.model_manager import ModelManager
 from server.samples import SampleStore
 from shared.config import Config
@@ -18,7 +18,7 @@ EXTENSION = "mnist"
 class Services:
     config: Config
     manager: ModelManager
-    inference: Inference
+    plane: DataPlane
     samples: SampleStore
 
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-IMAGE_SHAPE = (28, 28)
+from shared.image import IMAGE_SHAPE
+
 NUM_CLASSES = 10
 SPLITS = ("train", "test")
 _EXPECTED_ARRAYS = {"x_train": 3, "y_train": 1, "x_test": 3, "y_test": 1}

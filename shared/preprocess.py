@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-MNIST_SIDE = 28
+from shared.image import IMAGE_SIDE
+
 DIGIT_BOX = 20
 INK_THRESHOLD = 30  # on 0..255 after inversion: fainter pixels count as background
 MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding them
@@ -27,7 +28,7 @@ class ImageError(ValueError):
 
 def scale_pixels(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) pixels 0..255 -> (N, 28, 28, 1) float32 0..1, the model's input."""
-    return (np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, MNIST_SIDE, MNIST_SIDE, 1)
+    return (np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -78,7 +79,7 @@ def image_to_mnist(data: bytes) -> np.ndarray:
     gray = np.clip(gray - _border_level(gray), 0.0, 255.0)
     ink = gray > INK_THRESHOLD
     if not ink.any():
-        return np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.uint8)
+        return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
     rows, cols = np.nonzero(ink)
     digit = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
     digit *= 255.0 / digit.max()  # MNIST strokes peak at full white, however faint the pencil was
@@ -100,7 +101,7 @@ def _fit_into_box(digit: np.ndarray) -> np.ndarray:
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     height, width = digit.shape
     total = digit.sum()
     if total > 0:
@@ -108,10 +109,10 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
         col_mass = (digit.sum(axis=0) * np.arange(width)).sum() / total
     else:
         row_mass, col_mass = height / 2, width / 2
-    top = round(MNIST_SIDE / 2 - row_mass)
-    left = round(MNIST_SIDE / 2 - col_mass)
-    top = min(max(top, 0), MNIST_SIDE - height)
-    left = min(max(left, 0), MNIST_SIDE - width)
+    top = round(IMAGE_SIDE / 2 - row_mass)
+    left = round(IMAGE_SIDE / 2 - col_mass)
+    top = min(max(top, 0), IMAGE_SIDE - height)
+    left = min(max(left, 0), IMAGE_SIDE - width)
     field[top: top + height, left: left + width] = digit
     return np.clip(field, 0, 255).astype(np.uint8)
 

@@ -8,6 +8,7 @@ loopback HTTP server so that the project's real download code is exercised.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import socket
@@ -17,7 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
@@ -210,3 +213,55 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., LiveServer]]:
     """Like `start_server`, but the servers live until the test module ends (one start serves many tests)."""
     yield from _server_factory(tmp_path_factory.mktemp("gunicorn"))
+
+
+# -- the in-process layer: the app with a stand-in model, no training, no processes -------------------
+
+class StandInModel:
+    """Answers label = (number of full-white pixels) % 10 with probability 0.91, so tests can tell inputs
+    apart without a trained model. Takes the model's input convention: (N, 28, 28, 1) float32 in 0..1."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        labels = np.rint(batch.reshape(len(batch), -1).sum(axis=1)).astype(np.int64) % 10
+        probabilities = np.full((len(batch), 10), 0.01, np.float32)
+        probabilities[np.arange(len(batch)), labels] = 0.91
+        return probabilities
+
+
+def standin_digit(label: int) -> np.ndarray:
+    """A 28x28 uint8 image that StandInModel labels `label` (that many white pixels)."""
+    image = np.zeros((28, 28), np.uint8)
+    image.ravel()[:label] = 255
+    return image
+
+
+def standin_loader(_backend: str, _folder: Path, _threads: int) -> StandInModel:
+    return StandInModel()
+
+
+@pytest.fixture
+def standin_home(tmp_path: Path) -> Path:
+    """Versions 1 and 2 in the store (stand-in metadata) and the real MNIST as the sample dataset."""
+    for version in (1, 2):
+        folder = tmp_path / "mnist" / str(version)
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(json.dumps({"version": version, "test_accuracy": 0.9}))
+    (tmp_path / "datasets").mkdir()
+    os.symlink(SHARED_MNIST, tmp_path / "datasets" / "mnist.npz")
+    return tmp_path
+
+
+@pytest.fixture
+def app(standin_home: Path) -> Iterator[Any]:
+    """The real Flask app (every route, codec and the data plane) over StandInModel; it serves version 2."""
+    from server.app import create_app
+    from shared.config import Config
+
+    application = create_app(Config(home=standin_home, max_batch_size=64), loader=standin_loader)
+    yield application
+    application.extensions["mnist"].manager.stop()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()

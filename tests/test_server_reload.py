@@ -155,7 +155,7 @@ def test_rollback_switches_to_the_now_newest_loadable_version(server, empty_home
     assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/3", timeout=5), 404)
 
 
-def test_zz_no_500_during_the_life_cycle(server) -> None:
+def test_no_500_during_the_life_cycle_above(server) -> None:
     metrics = requests.get(server.url + "/metrics", timeout=5).text
     assert 'status="500"' not in metrics
     assert "Traceback" not in server.log()

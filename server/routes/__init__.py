@@ -1,1 +1,1 @@
-"""One blueprint per area of the HTTP API; each is a thin adapter over `server.inference`."""
+"""One blueprint per area of the HTTP API; each route is thin glue: body -> codec -> data plane -> codec."""

@@ -42,7 +42,7 @@ def list_samples():
     total = len(images)
     offset, limit = _window(total, 15, "limit", MAX_LIMIT)
     wrong_only = bool_arg("wrong_only")
-    model = found.manager.get() if wrong_only else found.manager.current  # mistakes need a model: 503 without
+    model = found.plane.model() if wrong_only else found.manager.current  # mistakes need a model: 503 without
     entries: list[dict[str, Any]] = []
     position = offset
     while position < total and len(entries) < limit:
@@ -51,7 +51,7 @@ def list_samples():
             entries += [_entry(split, i, int(labels[i]), None, None) for i in range(position, stop)]
             position = stop
             continue
-        predicted, probability = found.samples.predictions(model, split, position, stop)
+        predicted, probability = found.samples.predictions(found.plane, model, split, position, stop)
         for i in range(position, stop):
             guess = int(predicted[i - position])
             if wrong_only and guess == labels[i]:
@@ -100,7 +100,7 @@ def grid():
     model = found.manager.current
     predicted = None
     if model is not None and stop > offset:
-        predicted = [int(p) for p in found.samples.predictions(model, split, offset, stop)[0]]
+        predicted = [int(p) for p in found.samples.predictions(found.plane, model, split, offset, stop)[0]]
     png = render_grid(images[offset:stop], list(range(offset, stop)), [int(v) for v in labels[offset:stop]],
                       predicted, cols)
     return Response(png, mimetype="image/png")

@@ -1,0 +1,190 @@
+"""What every wire format shares: the decoded request, the result, JSON, and pixel validation.
+
+Pixels are MNIST's convention everywhere: 0..255, one image as 28x28, 784 or 28x28x1 values,
+as `keras.datasets.mnist.load_data()` gives them. Every helper here either returns validated
+(N, 28, 28) float32 pixels or raises `InputError` saying what was wrong, so a codec never
+hands the data plane anything it has to check again (the data plane still checks the batch
+limit and the model's answer).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from server.errors import InputError
+from shared.image import IMAGE_PIXELS, IMAGE_SHAPE, IMAGE_SIDE
+from shared.preprocess import ImageError, image_to_mnist
+
+IMAGE_SHAPES = (IMAGE_SHAPE, (IMAGE_PIXELS,), (*IMAGE_SHAPE, 1))
+SHAPES_TEXT = f"{IMAGE_SIDE}x{IMAGE_SIDE}, {IMAGE_PIXELS} or {IMAGE_SIDE}x{IMAGE_SIDE}x1"
+JSON_TYPE = "application/json"
+# Numbers, numpy arrays and numpy scalars straight to JSON, without Python lists in between.
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool = False  # v2 binary tensor data extension: raw bytes after the JSON header
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded request, whatever its wire format."""
+
+    pixels: np.ndarray  # (N, 28, 28) float32, validated 0..255
+    version: int | None = None  # None: the served version
+    outputs: tuple[RequestedOutput, ...] = ()  # what to answer (format-specific names)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    form: str = ""  # format-specific variant of the answer (TF Serving: "predictions" or "outputs")
+
+
+@dataclass(frozen=True)
+class InferResult:
+    version: int
+    probabilities: np.ndarray  # (N, 10) float32, finite
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+Encoded = tuple[bytes, dict[str, str]]  # (body, headers) of an answer
+
+
+def parse_json(body: bytes | memoryview, what: str = "body") -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:  # also invalid UTF-8 and nesting past 1024
+        hint = ""
+        if bytes(body[error.pos: error.pos + 9]).lstrip(b"-").startswith((b"NaN", b"Infinity")):
+            hint = "; NaN and Infinity are not JSON numbers (nor pixel values)"
+        raise InputError(f"{what} is not valid JSON ({error}{hint})") from None
+
+
+def json_object(body: bytes | memoryview, required: tuple[str, ...] = (), what: str = "body") -> dict[str, Any]:
+    value = parse_json(body, what)
+    if not isinstance(value, dict):
+        raise InputError(f"{what} must be a JSON object, got {type(value).__name__}")
+    missing = [key for key in required if key not in value]
+    if missing:
+        raise InputError(f"{what} lacks {', '.join(repr(key) for key in missing)}")
+    return value
+
+
+def dump_json(value: Any) -> bytes:
+    return orjson.dumps(value, option=_DUMP_OPTIONS)
+
+
+def json_answer(value: Any) -> Encoded:
+    return dump_json(value), {"Content-Type": JSON_TYPE}
+
+
+# -- turning request data into validated (N, 28, 28) float32 pixels ------------------------------
+
+def check_batch_size(count: int, limit: int) -> None:
+    """Called as soon as the count is known, before decoding anything heavy."""
+    if count < 1:
+        raise InputError("no images in the request")
+    if count > limit:
+        raise InputError(f"{count} images in one request; at most {limit} (MAX_BATCH_SIZE)")
+
+
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "bytes", "O": "non-numeric or mixed values",
+               "f": "fractional numbers", "c": "complex numbers"}
+
+
+def numeric_array(values: Any, what: str, integers_only: bool = False) -> np.ndarray:
+    """Any nested list / array -> a numeric ndarray of pixel values 0..255, or InputError saying why not."""
+    try:
+        array = values if isinstance(values, np.ndarray) else np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise InputError(f"{what}: not a rectangular array of numbers ({error})") from None
+    kind = array.dtype.kind
+    if kind not in "iuf" or (integers_only and kind == "f"):
+        wanted = "integers" if integers_only else "numbers"
+        raise InputError(f"{what}: pixel values must be {wanted} 0..255, found {_KIND_NAMES.get(kind, kind)}")
+    if array.size == 0:
+        raise InputError(f"{what}: empty array")
+    if kind == "f" and not np.isfinite(array).all():
+        raise InputError(f"{what}: NaN or infinite pixel values")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise InputError(f"{what}: pixel values must be between 0 and 255, found {low} .. {high}")
+    return array
+
+
+def batch_of_images(array: np.ndarray, what: str) -> np.ndarray:
+    """(N, 28, 28) / (N, 784) / (N, 28, 28, 1) -> (N, 28, 28) float32 (no copy when it already is)."""
+    if array.ndim < 2 or array.shape[1:] not in IMAGE_SHAPES:
+        raise InputError(f"{what}: expected N images of {SHAPES_TEXT} pixels, got shape {list(array.shape)}")
+    return array.reshape(-1, *IMAGE_SHAPE).astype(np.float32, copy=False)
+
+
+def one_image(array: np.ndarray, what: str) -> np.ndarray:
+    if array.shape not in IMAGE_SHAPES:
+        raise InputError(f"{what}: an image must be {SHAPES_TEXT} pixel values, got shape {list(array.shape)}")
+    return array.reshape(IMAGE_SHAPE).astype(np.float32)
+
+
+def image_bytes(data: bytes, what: str) -> np.ndarray:
+    """PNG/JPEG/... bytes -> (28, 28) float32 through the documented MNIST-style preprocessing."""
+    try:
+        return image_to_mnist(data).astype(np.float32)
+    except ImageError as error:
+        raise InputError(f"{what}: {error}") from None
+
+
+def b64_bytes(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise InputError(f"{what}: expected a base64 string, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what}: b64 is not valid base64") from None
+
+
+def b64_image(item: dict[str, Any], what: str) -> np.ndarray:
+    if set(item) != {"b64"} or not isinstance(item["b64"], str):
+        raise InputError(f'{what}: an object instance must be {{"b64": "<base64-encoded PNG or JPEG>"}}')
+    return image_bytes(b64_bytes(item["b64"], what), what)
+
+
+def instances(items: Any, field: str, max_batch_size: int) -> np.ndarray:
+    """A JSON list of instances (pixel arrays and/or {"b64": ...} images) -> (N, 28, 28) float32."""
+    if not isinstance(items, list) or not items:
+        raise InputError(f'"{field}" must be a non-empty list of images')
+    check_batch_size(len(items), max_batch_size)
+    if not any(isinstance(item, dict) for item in items):
+        try:  # fast path: one numpy conversion for the whole batch
+            return batch_of_images(numeric_array(items, f'"{field}"'), f'"{field}"')
+        except InputError:
+            pass  # find the first bad instance below, for a precise message
+    images = []
+    for index, item in enumerate(items):
+        what = f'"{field}"[{index}]'
+        if isinstance(item, dict):
+            images.append(b64_image(item, what))
+        else:
+            images.append(one_image(numeric_array(item, what), what))
+    return np.stack(images)
+
+
+def npy_body(body: bytes, what: str = "application/x-npy body") -> np.ndarray:
+    """A `.npy` file (never pickles) -> (N, 28, 28) float32."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError, TypeError) as error:
+        raise InputError(f"{what}: not a readable .npy array ({error})") from None
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{what}: expected one .npy array, not an archive")
+    return batch_of_images(numeric_array(array, what), what)
