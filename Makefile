@@ -7,6 +7,9 @@ LOCAL_HOME := var
 # The compose command the Docker targets use; the end-to-end test passes its own project and files:
 #   make retrain COMPOSE="docker compose -p mnist-e2e-x -f docker-compose.yml -f docker-compose.test.yml"
 COMPOSE ?= docker compose
+# `make train GPU=1` / `make retrain GPU=1`: train on the host's GPU with the JAX backend
+# (docker-compose.gpu.yml; README "Training on a GPU").
+GPU_FILES = $(if $(filter 1 true yes,$(GPU)),-f docker-compose.yml -f docker-compose.gpu.yml)
 # `make train-local EPOCHS=2` / `make retrain EPOCHS=2`: flags for the training CLI.
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS))
 # Store maintenance runs in the trainer image (it mounts the volume read-write) without TensorFlow.
@@ -59,11 +62,11 @@ down: ## Stop and remove the containers and network (the model volume is kept)
 logs: ## Follow the trainer's and the server's logs
 	$(COMPOSE) logs -f --tail=100
 
-train: ## Train in the trainer container, only if the volume holds no model yet
-	$(COMPOSE) run --rm --quiet-build trainer $(TRAIN_FLAGS)
+train: ## Train in the trainer container, only if the volume holds no model yet (GPU=1: on the GPU)
+	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build trainer $(TRAIN_FLAGS)
 
-retrain: ## Publish a new model version now (EPOCHS=N); the running server hot-reloads it
-	$(COMPOSE) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
+retrain: ## Publish a new model version now (EPOCHS=N, GPU=1); the running server hot-reloads it
+	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
 
 rollback: ## Retire the newest version; the server goes back to the previous one
 	$(MANAGE) rollback
