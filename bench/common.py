@@ -104,14 +104,20 @@ def write_part(name: str, result: dict[str, Any]) -> Path:
     TMP.mkdir(parents=True, exist_ok=True)
     path = TMP / f"{name}.json"
     # A part can be rerun alone (`bench.run --only`): the report shows when each was measured.
-    stamped = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), **result}
+    # The machine is recorded too: parts measured in different sessions may have run on different CPUs.
+    stamped = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "measured_on": machine()["cpu"],
+               **result}
     path.write_text(json.dumps(stamped, indent=2))
     return path
 
 
 def read_part(name: str) -> dict[str, Any] | None:
+    """A part's figures from this checkout's last run of it, else the ones committed in bench/results.json."""
     path = TMP / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    if path.is_file():
+        return json.loads(path.read_text())
+    committed = ROOT / "bench" / "results.json"
+    return json.loads(committed.read_text()).get(name) if committed.is_file() else None
 
 
 def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from typing import Any
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
 
 PARTS = ("training", "inference", "http")
-OPTIONAL_PARTS = ("variants",)  # reported when measured, not run by default (about 12 minutes)
+# Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes).
+OPTIONAL_PARTS = ("variants", "ort")
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -30,6 +31,8 @@ def run_parts(parts: list[str], epochs: int) -> None:
         print(f"bench: --- {part} (load {load_average()}) ---", flush=True)
         if part == "training":
             run_json(["-m", "bench.train_bench", str(epochs)])
+        elif part == "ort":
+            run_json(["-m", "bench.ort_variants"])
         elif part in ("inference", "variants"):
             run_json(["-m", f"bench.{part}_bench" if part == "inference" else "bench.train_variants"])
         elif shutil.which("wrk"):
@@ -79,7 +82,8 @@ def headline(training: dict[str, Any] | None, http: dict[str, Any] | None) -> li
 
 
 def measured(part: dict[str, Any]) -> str:
-    return f"measured {part.get('measured_at', 'at an unrecorded time')}"
+    where = f" on {part['measured_on']}" if "measured_on" in part else ""
+    return f"measured {part.get('measured_at', 'at an unrecorded time')}{where}"
 
 
 def training_section(training: dict[str, Any]) -> list[str]:
@@ -162,6 +166,27 @@ def inference_section(inference: dict[str, Any]) -> list[str]:
     ]
 
 
+def ort_section(ort: dict[str, Any]) -> list[str]:
+    rows = []
+    for name, entry in ort["variants"].items():
+        rows.append([name, entry["what"], *(f"{entry['cpu_ms'][size]} / {entry['latency_ms'][size]}"
+                                             for size in ("1", "32", "256")),
+                     entry["memory_after_mix"]["rss_mib"], entry["memory_after_mix"]["pss_mib"]])
+    return [
+        f"## ONNX Runtime session settings ({measured(ort)})",
+        "",
+        "One 1-thread session per variant, each in a fresh process (`python -m bench.ort_variants`): median CPU ms"
+        " / wall ms per call in one thread (CPU time counts page faults and is what other jobs on the shared cores"
+        f" disturb least), medians of {ort.get('rounds', 1)} alternating round(s); then RSS and PSS of the"
+        f" process after {ort['mix_rounds']} rounds of batches {', '.join(map(str, ort['mix']))}. The server"
+        " keeps the arena on and runs batches in slices of `RUN_SLICE` = 64 images (`server/backends.py`).",
+        "",
+        *table(["variant", "what", "batch 1 CPU / wall ms", "batch 32", "batch 256", "RSS MiB after mix",
+                "PSS MiB after mix"], rows),
+        "",
+    ]
+
+
 def http_section(http: dict[str, Any]) -> list[str]:
     rows = []
     for server in ("ours", "naive"):
@@ -232,6 +257,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "inference": ".venv/bin/python -m bench.inference_bench",
             "http": ".venv/bin/python -m bench.http_bench   # BENCH_HTTP_SECONDS=8 per case",
             "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 12 minutes",
+            "ort": "BENCH_ROUNDS=2 .venv/bin/python -m bench.run --only ort   # optional, about 3 minutes",
         },
         **parts,
     }
@@ -246,7 +272,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         "",
         *table(["", ""], [
             ["date", results["date"]],
-            ["machine", f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}"],
+            ["machine writing this report",
+             f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, Linux {info['kernel']}"],
             ["versions", ", ".join(f"{name} {version}" for name, version in results["versions"].items())],
             ["load average at the end (1/5/15 min)", results["load_average"]],
             *[[f"command ({name})", f"`{command}`"] for name, command in results["commands"].items()],
@@ -260,6 +287,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += variants_section(parts["variants"])
     if parts["inference"]:
         lines += inference_section(parts["inference"])
+    if parts["ort"]:
+        lines += ort_section(parts["ort"])
     if parts["http"]:
         lines += http_section(parts["http"])
     lines += targets_section(parts["training"], parts["http"])
