@@ -141,6 +141,18 @@ class Config:
     keras_backend: str = _setting("KERAS_BACKEND", "tensorflow", _one_of(*KERAS_BACKENDS), "trainer",
                                   "Keras backend that trains: `tensorflow` (fastest on CPU here) or `jax` (GPUs, see"
                                   " docker-compose.gpu.yml). ONNX is exported under TensorFlow either way.")
+    # Multi-worker training (trainer/distributed.py): Keras' own variable names where it has them.
+    num_processes: int = _setting("KERAS_DISTRIBUTION_NUM_PROCESSES", "1", _positive_int, "trainer",
+                                  "Trainer processes that train one model together (KERAS_BACKEND=jax); 1 = alone."
+                                  " `make retrain WORKERS=N` starts N.")
+    process_id: int = _setting("KERAS_DISTRIBUTION_PROCESS_ID", "0", _non_negative_int, "trainer",
+                               "This process's index in the job, 0 to N-1; process 0 coordinates and publishes.")
+    job_addresses: str = _setting("KERAS_DISTRIBUTION_JOB_ADDRESSES", "", str, "trainer",
+                                  "`host:port` of process 0, the coordinator (or every process's, comma-separated,"
+                                  " process 0 first, as Keras reads it).")
+    distribution_timeout: int = _setting("DISTRIBUTION_TIMEOUT", "120", _positive_int, "trainer",
+                                         "Seconds a process waits for the others to join, or for a training step,"
+                                         " before it fails saying which process it lost.")
     min_accuracy: float = _setting("MIN_ACCURACY", "0.98", _fraction, "trainer",
                                    "Quality gate: a model below this test accuracy is not published.")
     keep_versions: int = _setting("KEEP_VERSIONS", "5", _positive_int, "trainer",
@@ -175,7 +187,8 @@ class Config:
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
                                     "Seconds a request may take before gunicorn restarts its worker.")
     auth_token: str = _setting("AUTH_TOKEN", "", str, "server",
-                               "When set, prediction and admin routes need `Authorization: Bearer <token>`.")
+                               "When set, the prediction routes (/predict, :predict, v2 infer) need "
+                               "`Authorization: Bearer <token>`.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -76,7 +76,8 @@ def library_versions() -> dict[str, str]:
 
 def run(config: Config) -> int:
     store = ModelStore(config.model_base_path)
-    store.clean_stale_staging()
+    if config.process_id == 0:  # the other processes of a multi-worker job never write to the store
+        store.clean_stale_staging()
     if config.skip_if_published and store.latest() is not None:
         print(f"trainer: {store.base_path} already holds version {store.latest()}; not training (SKIP_IF_PUBLISHED)")
         return 0
@@ -85,23 +86,37 @@ def run(config: Config) -> int:
     # configuration errors answer without loading TensorFlow.
     from trainer import backend
     backend.select(config.keras_backend, config.jax_cache_path)
-    from trainer import precision
+    from trainer import distributed, precision
     from trainer.export import check_onnx_agrees, export_onnx, export_saved_model
+    from trainer.resume import Backup
     from trainer.train import evaluate, train
+
+    job = distributed.job_from(config)
 
     path = dataset.fetch(config.dataset_url, config.dataset_sha256, config.dataset_path)
     data = dataset.load(path)
     images = config.train_subset or len(data.x_train)
+    if job.distributed:
+        distributed.join(job)  # before anything asks JAX for its devices
     device = backend.training_device()
     gpu_capability = (device.compute_capability or (0, 0)) if device.kind == "gpu" else None
     numerics = precision.resolve(config.precision, gpu_capability=gpu_capability)
     print(f"trainer: training on {images} images for {config.epochs} epochs in {numerics}"
           f" (TRAIN_PRECISION={config.precision}) on {config.keras_backend}, {device}", flush=True)
-    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics)
+    backup = Backup(config.home, {
+        "batch_size": config.batch_size, "seed": config.seed, "train_subset": config.train_subset,
+        "precision": numerics, "backend": config.keras_backend, "processes": job.processes,
+        "dataset_sha256": config.dataset_sha256,
+    }, writer=job.is_chief)
+    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics, backup, job)
+    if not job.is_chief:
+        print(f"trainer: process {job.index} of {job.processes} done; process 0 evaluates and publishes", flush=True)
+        return 0
     scores = evaluate(training.model, data.x_test, data.y_test)
     probabilities = scores.pop("probabilities")
     print(f"trainer: test accuracy {scores['test_accuracy']:.4f}, loss {scores['test_loss']:.4f}", flush=True)
     if scores["test_accuracy"] < config.min_accuracy:
+        backup.clear()  # the run is over: a rerun would train the same model again
         raise QualityGateError(
             f"test accuracy {scores['test_accuracy']:.4f} is below MIN_ACCURACY {config.min_accuracy}; not publishing"
         )
@@ -138,6 +153,7 @@ def run(config: Config) -> int:
             (folder / METADATA_FILE).write_text(json.dumps({"version": version, **metadata}, indent=2))
 
         version = store.publish(staged, stamp)
+    backup.clear()
     print(f"trainer: published version {version} to {store.version_dir(version)}", flush=True)
     for old in store.prune(config.keep_versions):
         print(f"trainer: removed old version {old} (KEEP_VERSIONS={config.keep_versions})")
@@ -156,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         status = run(config)
+    except ConfigError as error:  # settings that only make sense together (multi-worker training)
+        print(f"trainer: {error}", file=sys.stderr)
+        return 2
     except DatasetError as error:
         print(f"trainer: dataset error: {error}", file=sys.stderr)
         return 1

@@ -12,8 +12,11 @@ import numpy as np
 
 from shared.dataset import NUM_CLASSES, Mnist
 from shared.preprocess import scale_pixels
+from trainer import distributed
+from trainer.distributed import Job
 from trainer.model import build_model
 from trainer.precision import FLOAT32
+from trainer.resume import Backup
 
 EVALUATION_BATCH = 1000  # test images per step; divides the 10,000, so one shape, one compile
 
@@ -55,37 +58,57 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def train(
-    data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: int = 0, precision: str = FLOAT32
+    data: Mnist, epochs: int, batch_size: int, seed: int, train_subset: int = 0, precision: str = FLOAT32,
+    backup: Backup | None = None, job: Job | None = None,
 ) -> TrainingRun:
-    """Fit the reference model in `precision` (a Keras dtype policy, see trainer/precision.py)."""
+    """Fit the reference model in `precision` (a Keras dtype policy, see trainer/precision.py).
+
+    With a `backup`, an interrupted run with the same settings resumes where it stopped (trainer/resume.py).
+    In a multi-process `job` (trainer/distributed.py, already joined) this process fits its shard of
+    every global batch of `batch_size`, and every process returns the same model.
+    """
+    job = job or Job()
     keras.utils.set_random_seed(seed)
     x_train, y_train = data.x_train, data.y_train
     if train_subset:
         x_train, y_train = x_train[:train_subset], y_train[:train_subset]
-    x_test = scale_pixels(data.x_test)
-    y_test = keras.utils.to_categorical(data.y_test, NUM_CLASSES)
+    x_train, y_train = job.shard(x_train, y_train)
+    x_test, y_test = job.shard(scale_pixels(data.x_test), keras.utils.to_categorical(data.y_test, NUM_CLASSES))
 
     model = build_model(precision)
-    on_terminal = sys.stdout.isatty()
+    on_terminal = sys.stdout.isatty() and not job.distributed  # one bar per process would interleave
     timer = EpochTimer(epochs, print_lines=not on_terminal)
+    callbacks: list[keras.callbacks.Callback] = [timer]  # first: the backup saves the history it just recorded
+    if backup is not None:
+        backup.prepare(epochs)
+        callbacks.append(backup.callback(epochs, timer.history))
+    if job.distributed:
+        callbacks.append(distributed.Watchdog(job))
+        with distributed.peers_guard(job):
+            distributed.barrier("backup checked")  # no process may restore a backup process 0 just removed
     started = time.perf_counter()
-    model.fit(
-        scale_pixels(x_train),
-        keras.utils.to_categorical(y_train, NUM_CLASSES),
-        batch_size=batch_size,
-        epochs=epochs,
-        verbose=1 if on_terminal else 0,
-        validation_data=(x_test, y_test),
-        callbacks=[timer],
-    )
-    seconds = round(time.perf_counter() - started, 2)
+    with distributed.peers_guard(job):
+        model.fit(
+            scale_pixels(x_train),
+            keras.utils.to_categorical(y_train, NUM_CLASSES),
+            batch_size=job.local_batch(batch_size),
+            epochs=epochs,
+            verbose=1 if on_terminal else 0,
+            validation_data=(x_test, y_test),
+            callbacks=callbacks,
+        )
+        seconds = round(time.perf_counter() - started, 2)
+        if job.distributed:
+            model = distributed.leave(model, build_model)
+            checksum = distributed.weights_checksum(model.get_weights())
+            print(f"trainer: process {job.index} of {job.processes} trained weights checksum {checksum}", flush=True)
     if precision != FLOAT32:
         # Publish a float32 model: the ONNX export, the server and its clients all expect
         # float32, and float32 inference of these (float32) weights loses nothing.
         trained, model = model, build_model()
         model.set_weights(trained.get_weights())
         model.optimizer = trained.optimizer  # its state (float32, like the weights) is saved with the model
-    return TrainingRun(model, timer.history, seconds, len(x_train))
+    return TrainingRun(model, timer.history, seconds, len(x_train) * job.processes)
 
 
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
