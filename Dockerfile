@@ -49,6 +49,28 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=2)"]
 CMD ["gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]
 
+# The load balancer in front of the server replicas (docker-compose.yml's `proxy`): Debian's HAProxy
+# on the same base, since no other image can be pulled here. Before the trainer stages, so the classic
+# builder never installs TensorFlow for `--target proxy`. Python stays (from the base) for the
+# HEALTHCHECK, like the server's.
+FROM base AS proxy
+# The base image's tag fixes the Debian release, and with it the HAProxy line (2.6 in bookworm);
+# Debian replaces exact package versions with security updates, so pinning one would break rebuilds.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends haproxy \
+    && rm -rf /var/lib/apt/lists/*
+COPY deploy/haproxy/haproxy.cfg /usr/local/etc/haproxy/haproxy.cfg
+# The config is checked at build time: a typo fails the build, not the first `up`.
+RUN haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg
+# HAProxy needs no root: its ports are above 1024 and it writes nothing.
+USER 10001:10001
+EXPOSE 8000 8404
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8404/healthz', timeout=2)"]
+# -db: stay in the foreground and log to stdout, as a container's one process should.
+CMD ["haproxy", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+
 FROM base AS trainer-deps
 COPY requirements/trainer.txt /tmp/requirements.txt
 RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt
@@ -60,4 +82,22 @@ COPY trainer/ trainer/
 USER 10001:10001
 # Keras keeps its config in ~/.keras; the app user has no home folder in the image.
 ENV KERAS_HOME=/tmp/keras
+ENTRYPOINT ["python", "-m", "trainer"]
+
+# The GPU trainer (`make train GPU=1`, docker-compose.gpu.yml): the trainer's venv plus JAX's CUDA
+# plugin and NVIDIA's CUDA libraries as wheels (about 3.2 GB of downloads). Last in the file, so the
+# classic builder never reaches it for the other targets; built on trainer-deps, so only the CUDA
+# wheels are new layers.
+FROM trainer-deps AS trainer-gpu-deps
+COPY requirements/trainer.txt requirements/trainer-gpu.txt /tmp/requirements/
+RUN pip install -r /tmp/requirements/trainer-gpu.txt
+
+FROM base AS trainer-gpu
+COPY --from=trainer-gpu-deps /opt/venv /opt/venv
+COPY shared/ shared/
+COPY trainer/ trainer/
+USER 10001:10001
+# The JAX backend finds the GPU itself (the CPU when none is given to the container).
+ENV KERAS_HOME=/tmp/keras \
+    KERAS_BACKEND=jax
 ENTRYPOINT ["python", "-m", "trainer"]

@@ -7,6 +7,8 @@ LOCAL_HOME := var
 # The compose command the Docker targets use; the end-to-end test passes its own project and files:
 #   make retrain COMPOSE="docker compose -p mnist-e2e-x -f docker-compose.yml -f docker-compose.test.yml"
 COMPOSE ?= docker compose
+# `make up REPLICAS=3`: server replicas behind the proxy (docker-compose.yml reads it as the scale).
+REPLICAS ?= 1
 # `make train GPU=1` / `make retrain GPU=1`: train on the host's GPU with the JAX backend
 # (docker-compose.gpu.yml; README "Training on a GPU").
 GPU_FILES = $(if $(filter 1 true yes,$(GPU)),-f docker-compose.yml -f docker-compose.gpu.yml)
@@ -35,8 +37,14 @@ venv: $(BIN)/.installed ## Create .venv with the pinned dependencies
 browser: ## Install Debian's chromium for the browser tests (Playwright drives /usr/bin/chromium)
 	bash scripts/install-browser.sh
 
-test: $(BIN)/.installed browser ## Run the whole test suite (installs what it needs first)
+promtool: ## Install Debian's prometheus package for `promtool check metrics` (the /metrics format test)
+	bash scripts/install-promtool.sh
+
+test: $(BIN)/.installed browser promtool ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
+
+test-fast: $(BIN)/.installed ## The in-process layer only (codecs, data plane, routes; no training, no processes)
+	$(BIN)/python -m pytest -m "not slow"
 
 soak: $(BIN)/.installed ## 60 s of prediction load through a publish, hot reload and rollback; 10,000 requests' memory
 	SOAK_SECONDS=60 SOAK_REQUESTS=10000 $(BIN)/python -m pytest -s tests/soak
@@ -52,9 +60,10 @@ train-local: $(BIN)/.installed ## Train and publish a model into ./var without D
 serve-local: $(BIN)/.installed ## Serve ./var with gunicorn on http://127.0.0.1:8000 without Docker
 	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
 
-up: ## Build the images, train once on an empty volume, start the server; returns when it is healthy
-	$(COMPOSE) up --build -d --wait
-	@echo "serving on http://127.0.0.1:$${PORT:-8000} (make logs, make status)"
+up: ## Build, train once on an empty volume, start REPLICAS servers (default 1) behind the proxy; returns when healthy
+	REPLICAS=$(REPLICAS) $(COMPOSE) up --build -d --wait
+	@echo "serving on http://127.0.0.1:$${PORT:-8000} through HAProxy, $(REPLICAS) server replica(s) (make logs, make status)"
+	@echo "proxy stats: http://127.0.0.1:$${PROXY_STATS_PORT:-8404}/stats, Prometheus: http://127.0.0.1:$${PROXY_STATS_PORT:-8404}/metrics"
 
 down: ## Stop and remove the containers and network (the model volume is kept)
 	$(COMPOSE) down --remove-orphans
@@ -73,7 +82,10 @@ rollback: ## Retire the newest version; the server goes back to the previous one
 
 status: ## List the model versions in the volume and the one the server is serving
 	$(MANAGE) status
-	@$(COMPOSE) exec -T server python -c '$(SERVED)' || echo "the server is not running (make up)"
+	@replicas=$$($(COMPOSE) ps -q server | wc -l); [ "$$replicas" -gt 0 ] || { echo "the server is not running (make up)"; exit 0; }; \
+	for index in $$(seq 1 $$replicas); do \
+		printf 'replica %s: ' $$index; $(COMPOSE) exec -T --index $$index server python -c '$(SERVED)' || echo "not answering"; \
+	done
 
 BENCH_EPOCHS ?= 1
 
@@ -83,4 +95,4 @@ bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/r
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 
 .PHONY: bench soak
-.PHONY: help venv browser test lint train-local serve-local up down logs train retrain rollback status
+.PHONY: help venv browser promtool test test-fast lint train-local serve-local up down logs train retrain rollback status

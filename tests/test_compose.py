@@ -32,10 +32,12 @@ pytestmark = pytest.mark.slow
 ARTIFACTS = ROOT / "test-artifacts"
 BUILD_TIMEOUT = 1800  # a cold build downloads and installs TensorFlow
 READY_TIMEOUT = 300  # trains one short epoch first on an empty volume
-MAX_STREAM_REQUESTS = 3000  # the background stream during retraining is bounded
+MAX_STREAM_REQUESTS = 6000  # a background stream of predictions is bounded
 # Host variables the compose files read; unset so a developer's shell cannot change the test's stack.
 COMPOSE_VARIABLES = {spec.metadata["env"] for spec in Config.__dataclass_fields__.values()} | {
     "PUBLISH_ADDRESS",
+    "PROXY_STATS_PORT",
+    "REPLICAS",
     "COMPOSE_FILE",
     "COMPOSE_PROJECT_NAME",
 }
@@ -56,13 +58,16 @@ def docker_unavailable() -> str | None:
 class Stack:
     """One compose project with a unique name, driven through `docker compose` and `make`."""
 
-    def __init__(self) -> None:
-        self.project = f"mnist-e2e-{uuid.uuid4().hex[:8]}"
+    def __init__(self, name: str = "mnist-e2e", **env: str) -> None:
+        self.project = f"{name}-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The proxy's loopback stats port: a free one too, so stacks of parallel runs never clash.
+        stats_port = free_port()
+        self.stats_url = f"http://127.0.0.1:{stats_port}"
         self.compose = f"docker compose -p {self.project} -f docker-compose.yml -f docker-compose.test.yml"
         self.env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
-        self.env.update(MNIST_FILE=str(SHARED_MNIST), PORT=str(self.port))
+        self.env.update(MNIST_FILE=str(SHARED_MNIST), PORT=str(self.port), PROXY_STATS_PORT=str(stats_port), **env)
         self.timings: dict[str, float] = {}
 
     def _run(self, command: list[str], timeout: float) -> str:
@@ -88,10 +93,17 @@ class Stack:
             container = self.run("ps", "-q", "server").strip()
             if container:
                 status = self._run(["docker", "inspect", "-f", "{{.State.Health.Status}}", container], 30).strip()
-                if status == "healthy" and requests.get(self.url + "/readyz", timeout=5).status_code == 200:
+                if status == "healthy" and self.answers("/readyz"):
                     return
             time.sleep(0.5)
         raise TimeoutError(f"server not healthy after {timeout} s (last: {status}):\n{self.logs()[-6000:]}")
+
+    def answers(self, path: str) -> bool:
+        """Whether the published port (the proxy, which may still be starting) answers `path` with 200."""
+        try:
+            return requests.get(self.url + path, timeout=5).status_code == 200
+        except requests.ConnectionError:
+            return False
 
     def served_version(self) -> int:
         return requests.get(self.url + "/models", timeout=10).json()["served_version"]
@@ -132,13 +144,21 @@ def stack() -> Iterator[Stack]:
         assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
 
 
+@dataclass(frozen=True)
+class Answer:
+    at: float  # time.monotonic() when the answer arrived
+    served_by: str  # the proxy's X-Served-By: which replica answered (srv1, srv2, ...)
+    version: int
+
+
 @dataclass
 class PredictionStream:
     """Sends one real digit per request from a background thread until stopped (bounded)."""
 
     url: str
     images: np.ndarray
-    versions: list[int] = field(default_factory=list)
+    pause: float = 0.05  # between requests: leave the shared cores to the trainer
+    answers: list[Answer] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -146,20 +166,35 @@ class PredictionStream:
         self.thread = threading.Thread(target=self._send, daemon=True)
         self.thread.start()
 
+    @property
+    def versions(self) -> list[int]:
+        return [answer.version for answer in self.answers]
+
     def _send(self) -> None:
+        session = requests.Session()
         for count in range(MAX_STREAM_REQUESTS):
             if self.stop.is_set():
                 return
             image = self.images[count % len(self.images)]
             try:
-                response = requests.post(self.url, json={"instances": [image.tolist()]}, timeout=15)
+                response = session.post(self.url, json={"instances": [image.tolist()]}, timeout=15)
                 if response.status_code == 200:
-                    self.versions.append(response.json()["model_version"])
+                    served_by = response.headers.get("X-Served-By", "")
+                    self.answers.append(Answer(time.monotonic(), served_by, response.json()["model_version"]))
                 else:
                     self.failures.append(f"{response.status_code}: {response.text[:200]}")
             except requests.RequestException as error:
                 self.failures.append(repr(error))
-            time.sleep(0.05)  # leave the shared cores to the trainer
+            time.sleep(self.pause)
+
+    def wait_for(self, more: int, timeout: float = 60) -> None:
+        """Until `more` further answers arrived (or a request failed); the stream goes on meanwhile."""
+        target = len(self.answers) + more
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < target and not self.failures:
+            assert self.thread.is_alive(), "the stream stopped"
+            assert time.monotonic() < deadline, f"only {len(self.answers)} of {target} answers in {timeout} s"
+            time.sleep(0.1)
 
     def finish(self) -> None:
         self.stop.set()

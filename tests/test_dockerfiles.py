@@ -84,18 +84,32 @@ def test_compose_wires_the_two_services_through_one_volume() -> None:
     trainer, server = services["trainer"], services["server"]
     assert trainer["build"]["target"] == "trainer" and server["build"]["target"] == "server"
     assert server["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
-    mounts = {name: service["volumes"][0] for name, service in services.items()}
+    mounts = {name: service["volumes"][0] for name, service in services.items() if name != "proxy"}
     assert mounts["trainer"]["source"] == mounts["server"]["source"] == "store"
     assert not mounts["trainer"].get("read_only") and mounts["server"]["read_only"]
-    assert server["ports"][0]["published"] == "8000" and server["ports"][0]["target"] == 8000
     assert server["restart"] == "unless-stopped" and server["healthcheck"]["interval"]
     # Nothing is pulled: the images exist only where they are built.
     assert {service["pull_policy"] for service in services.values()} == {"build"}
 
 
-def test_published_port_is_configurable() -> None:
-    server = compose_config("docker-compose.yml", PORT="9123")["services"]["server"]
-    assert server["ports"][0]["published"] == "9123"
+def test_the_proxy_publishes_the_api_for_every_replica() -> None:
+    services = compose_config("docker-compose.yml")["services"]
+    server, proxy = services["server"], services["proxy"]
+    # Replicas publish nothing (N of them could not share a host port); the proxy publishes the API on
+    # the port the single server used, and its stats on the host's loopback only.
+    assert "ports" not in server and server["scale"] == 1
+    assert proxy["build"]["target"] == "proxy" and proxy["depends_on"]["server"]
+    api, stats = proxy["ports"]
+    assert (api["host_ip"], api["published"], api["target"]) == ("127.0.0.1", "8000", 8000)
+    assert (stats["host_ip"], stats["published"], stats["target"]) == ("127.0.0.1", "8404", 8404)
+    assert server["read_only"] and proxy["read_only"] and proxy["restart"] == "unless-stopped"
+
+
+def test_published_port_and_replicas_are_configurable() -> None:
+    services = compose_config("docker-compose.yml", PORT="9123", REPLICAS="3", PUBLISH_ADDRESS="0.0.0.0")["services"]
+    assert services["proxy"]["ports"][0]["published"] == "9123" and services["server"]["scale"] == 3
+    # Only the API follows PUBLISH_ADDRESS: the stats stay on loopback.
+    assert [port["host_ip"] for port in services["proxy"]["ports"]] == ["0.0.0.0", "127.0.0.1"]
 
 
 def test_compose_defaults_are_the_codes_defaults() -> None:
@@ -132,6 +146,12 @@ def test_images_are_layered_for_fast_rebuilds_and_run_as_non_root() -> None:
         assert re.search(r"^USER 10001:10001$", runtime, flags=re.MULTILINE)
     assert "trainer.txt" not in stage("server-deps")
     assert 'ENTRYPOINT ["python", "-m", "trainer"]' in stage("trainer")
+    # The proxy is Debian's HAProxy on the same base, its config checked at build time, not root.
+    proxy = stage("proxy")
+    assert "apt-get install -y --no-install-recommends haproxy" in proxy and "rm -rf /var/lib/apt/lists/*" in proxy
+    assert "haproxy -c" in proxy and re.search(r"^USER 10001:10001$", proxy, flags=re.MULTILINE)
+    # Before the trainer stages: the classic builder builds every stage up to the target.
+    assert DOCKERFILE.index("AS proxy") < DOCKERFILE.index("AS trainer-deps")
     server = stage("server")
     assert "HEALTHCHECK" in server and "/readyz" in server and "curl" not in server.split("HEALTHCHECK")[1]
     assert 'CMD ["gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]' in server
@@ -146,5 +166,6 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
         "shared/",
         "server/",
         "trainer/",
+        "deploy/haproxy/haproxy.cfg",
     }
-    assert {"!requirements/", "!shared/", "!server/", "!trainer/"} <= set(lines)
+    assert {"!requirements/", "!shared/", "!server/", "!trainer/", "!deploy/haproxy/"} <= set(lines)
