@@ -43,7 +43,7 @@ promtool: ## Install Debian's prometheus package for `promtool check metrics` (t
 test: $(BIN)/.installed browser promtool ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed ## The in-process layer only (codecs, data plane, routes; no training, no processes)
+test-fast: $(BIN)/.installed promtool ## The in-process layer only (codecs, data plane, routes; no training, no processes)
 	$(BIN)/python -m pytest -m "not slow"
 
 soak: $(BIN)/.installed ## 60 s of prediction load through a publish, hot reload and rollback; 10,000 requests' memory

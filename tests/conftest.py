@@ -265,3 +265,14 @@ def app(standin_home: Path) -> Iterator[Any]:
 @pytest.fixture
 def client(app: Any) -> Any:
     return app.test_client()
+
+
+def promtool_problems(exposition: bytes) -> str:
+    """What `promtool check metrics` says about an exposition text ("" when it finds nothing)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's prometheus package with `make promtool` "
+                    "(scripts/install-promtool.sh; needs root and apt)")
+    checked = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, timeout=60)
+    problems = (checked.stdout + checked.stderr).decode(errors="replace").strip()
+    return problems if checked.returncode != 0 or problems else ""

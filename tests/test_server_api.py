@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from conftest import assert_json_error
+from conftest import assert_json_error, promtool_problems
 from PIL import Image
 
 from shared import dataset
@@ -282,6 +282,11 @@ def test_metrics_aggregate_both_workers(server) -> None:
     served = re.findall(r'mnist_model_served_version\{pid="(\d+)"\} 1\.0', text)
     assert len(set(served)) == 2, f"expected a served-version gauge per worker:\n{text}"
     assert "mnist_model_reloads_total 0.0" in text
+
+
+def test_metrics_of_every_worker_pass_promtool(server) -> None:
+    post_json(server, "/predict", {"instances": [[[0] * 28] * 28]})
+    assert promtool_problems(requests.get(server.url + "/metrics", timeout=5).content) == ""
 
 
 def _process_tree(pid: int) -> list[int]:
