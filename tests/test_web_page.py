@@ -300,6 +300,14 @@ def test_model_card_shows_the_served_version_and_its_metadata(served, visit, tra
         "rows => rows.map(r => [...r.querySelectorAll('td:not(.accuracy)')].map(c => +c.textContent))",
     )
     assert cells == metadata["confusion_matrix"]
+    # At 1280 px the whole matrix fits its card: no column (the last is "accuracy") hidden behind a scroll bar.
+    assert page.viewport_size["width"] == 1280
+    hidden = page.eval_on_selector(".table-scroll:has(#confusion)", "box => box.scrollWidth - box.clientWidth")
+    assert hidden <= 0, f"the confusion matrix is {hidden} px wider than its box"
+    last = page.locator("#confusion thead th").last
+    card = page.locator(".model-card").bounding_box()
+    assert last.inner_text() == "accuracy"
+    assert last.bounding_box()["x"] + last.bounding_box()["width"] <= card["x"] + card["width"]
     # Two learning-curve charts, one dot per epoch for each of training and validation.
     epochs = len(metadata["history"])
     assert page.locator("svg.line-chart").count() == 2
