@@ -1,0 +1,52 @@
+"""A real trainer process whose output is read line by line while it runs (for kill-and-resume tests)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from conftest import ROOT, trainer_env
+
+
+class TrainerProcess:
+    def __init__(self, home: Path, url: str, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "trainer"], cwd=ROOT, env=trainer_env(home, url, **env),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, pattern: str, timeout: float) -> None:
+        """Until a line matches `pattern`; fails with the output if the process ends or time runs out."""
+        deadline = time.monotonic() + timeout
+        while not any(re.search(pattern, line) for line in list(self.lines)):
+            assert self.process.poll() is None, f"trainer exited {self.process.returncode}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no line like {pattern!r} after {timeout} s:\n{self.output()}"
+            time.sleep(0.1)
+
+    def kill(self) -> int:
+        self.process.send_signal(signal.SIGKILL)
+        return self.finish(30)
+
+    def finish(self, timeout: float = 600) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def epochs_run(self) -> list[int]:
+        return [int(match[1]) for match in re.finditer(r"^epoch (\d+)/\d+:", self.output(), re.MULTILINE)]
