@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# GPU check (issue 15): the project's own training on a GPU host's JAX, for the README's GPU figures.
+#
+# For a bare GPU host with Python (3.12), JAX with CUDA and ONNX Runtime, but no TensorFlow and no
+# internet. Copy there: this repository (git archive), mnist.npz and a wheel folder made by
+# bench/gpu_wheels.sh on a machine with PyPI access. Then:
+#   bench/gpu_check.sh WHEELS_DIR MNIST_NPZ [OUT_DIR]
+# It puts the wheels the host's Python lacks into OUT_DIR/site (the host's environment is left as
+# it was, and its JAX and ONNX Runtime are used) and trains the default run (6
+# epochs, 60,000 images, batch 128) on the Keras JAX backend with trainer/train.py, GPU_CHECK_RUNS
+# times (default 2: the first compiles into OUT_DIR/jax-cache, the second reuses it, as a retrain on
+# the volume does). Each run prints s/epoch, the total and the test accuracy, and leaves
+# OUT_DIR/model.keras and OUT_DIR/result-N.json.
+# The ONNX export and its quality gate need TensorFlow, so they run afterwards on any CPU machine
+# with the project's .venv (the command is printed at the end).
+# Quick try on a CPU: GPU_CHECK_EPOCHS=1 GPU_CHECK_SUBSET=2000 GPU_CHECK_RUNS=1.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d'
+    exit 2
+fi
+wheels=$(realpath "$1")
+mnist=$(realpath "$2")
+out=$(realpath -m "${3:-gpu-check}")
+python=${PYTHON:-python3}
+epochs=${GPU_CHECK_EPOCHS:-6}
+subset=${GPU_CHECK_SUBSET:-0}
+runs=${GPU_CHECK_RUNS:-2}
+cd "$(dirname "$0")/.."
+mkdir -p "$out"
+
+# Only the distributions the host lacks, each without its dependencies (those are in the folder
+# too, or already on the host): nothing on the host is shadowed. pip when the host has it, else the
+# wheels are unpacked as they are (a wheel is a zip of its site-packages files).
+site=$out/site
+mapfile -t missing < <("$python" - "$wheels" <<'PY'
+import importlib.metadata, pathlib, sys
+for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
+    try:
+        importlib.metadata.version(wheel.name.split("-")[0])
+    except importlib.metadata.PackageNotFoundError:
+        print(wheel)
+PY
+)
+echo "gpu_check: installing into $site: ${missing[*]##*/}"
+for wheel in "${missing[@]}"; do
+    if "$python" -m pip --version >/dev/null 2>&1; then
+        "$python" -m pip install --quiet --no-deps --no-index --target "$site" "$wheel"
+    else
+        "$python" -m zipfile -e "$wheel" "$site"
+    fi
+done
+export PYTHONPATH=$site
+KERAS_BACKEND=jax "$python" -c "import jax, keras; print('gpu_check: jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
+
+for run in $(seq 1 "$runs"); do
+    echo "gpu_check: run $run of $runs"
+    KERAS_BACKEND=jax "$python" -m bench.gpu_train --mnist "$mnist" --out "$out" \
+        --epochs "$epochs" --train-subset "$subset"
+    mv "$out/result.json" "$out/result-$run.json"
+done
+echo "gpu_check: results in $out/result-*.json; next, on a CPU machine with the project's .venv:"
+echo "  .venv/bin/python -m trainer.export_onnx $out/model.keras --check path/to/mnist.npz"

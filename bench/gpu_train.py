@@ -1,0 +1,82 @@
+"""The GPU half of bench/gpu_check.sh: the project's own training on the Keras JAX backend.
+
+`python -m bench.gpu_train --mnist mnist.npz --out DIR [--epochs 6] [--train-subset N]`
+
+Runs trainer/train.py's `train` and `evaluate` (the same code, model and defaults as
+`python -m trainer`) without TensorFlow: a bare GPU host has JAX and ONNX Runtime only, so the
+ONNX export and its gate run afterwards on a CPU machine (`python -m trainer.export_onnx
+DIR/model.keras --check mnist.npz`). Prints seconds per epoch, the total and the test accuracy,
+and writes them to DIR/result.json beside DIR/model.keras. JAX's compilation cache is
+DIR/jax-cache, as the trainer's is on its volume: a second run shows what the cache saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from shared.config import Config
+from trainer import backend
+
+DEFAULTS = Config()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_train", description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist", type=Path, required=True, help="the mnist.npz file")
+    parser.add_argument("--out", type=Path, required=True, help="folder for model.keras, result.json, jax-cache/")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--train-subset", type=int, default=DEFAULTS.train_subset, help="0 = all 60,000")
+    parser.add_argument("--precision", default=DEFAULTS.precision, help="as TRAIN_PRECISION")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    backend.select(backend.JAX, args.out / "jax-cache")
+    started = time.perf_counter()
+    from shared import dataset
+    from trainer import precision
+    from trainer.cli import library_versions
+    from trainer.train import evaluate, train
+
+    device = backend.training_device()
+    gpu_capability = (device.compute_capability or (0, 0)) if device.kind == "gpu" else None
+    numerics = precision.resolve(args.precision, gpu_capability=gpu_capability)
+    data = dataset.load(args.mnist)
+    print(f"gpu_train: {device}, {numerics}, {args.epochs} epochs on"
+          f" {args.train_subset or len(data.x_train)} images", flush=True)
+    run = train(data, args.epochs, DEFAULTS.batch_size, DEFAULTS.seed, args.train_subset, numerics)
+    scores = evaluate(run.model, data.x_test, data.y_test)
+    scores.pop("probabilities")
+    run.model.save(args.out / "model.keras")
+    seconds = [entry["seconds"] for entry in run.history]
+    result = {
+        "device": str(device),
+        "precision": numerics,
+        "epochs": args.epochs,
+        "train_images": run.train_images,
+        "epoch_seconds": seconds,
+        "first_epoch_seconds": seconds[0],
+        "later_epochs_median_seconds": statistics.median(seconds[1:]) if len(seconds) > 1 else None,
+        "training_seconds": run.seconds,
+        "test_accuracy": scores["test_accuracy"],
+        "test_loss": scores["test_loss"],
+        "process_seconds": round(time.perf_counter() - started, 2),
+        "libraries": library_versions(),
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=2))
+    later = result["later_epochs_median_seconds"]
+    print(f"gpu_train: s/epoch {' '.join(f'{s:.2f}' for s in seconds)} (first {seconds[0]:.2f},"
+          f" later median {later if later is None else f'{later:.2f}'}); training {run.seconds:.2f} s;"
+          f" test accuracy {scores['test_accuracy']:.4f}; saved {args.out / 'model.keras'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
