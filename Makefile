@@ -9,6 +9,9 @@ LOCAL_HOME := var
 COMPOSE ?= docker compose
 # `make up REPLICAS=3`: server replicas behind the proxy (docker-compose.yml reads it as the scale).
 REPLICAS ?= 1
+# `make retrain WORKERS=2`: that many trainer containers train one model together (JAX backend,
+# scripts/retrain-workers.sh); 1 = the usual single trainer.
+WORKERS ?= 1
 # `make train GPU=1` / `make retrain GPU=1`: train on the host's GPU with the JAX backend
 # (docker-compose.gpu.yml; README "Training on a GPU").
 GPU_FILES = $(if $(filter 1 true yes,$(GPU)),-f docker-compose.yml -f docker-compose.gpu.yml)
@@ -74,8 +77,12 @@ logs: ## Follow the trainer's and the server's logs
 train: ## Train in the trainer container, only if the volume holds no model yet (GPU=1: on the GPU)
 	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build trainer $(TRAIN_FLAGS)
 
-retrain: ## Publish a new model version now (EPOCHS=N, GPU=1); the running server hot-reloads it
+retrain: ## Publish a new model version now (EPOCHS=N, GPU=1, WORKERS=N); the running server hot-reloads it
+ifeq ($(WORKERS),1)
 	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
+else
+	COMPOSE="$(COMPOSE) $(GPU_FILES)" bash scripts/retrain-workers.sh $(WORKERS) $(TRAIN_FLAGS)
+endif
 
 rollback: ## Retire the newest version; the server goes back to the previous one
 	$(MANAGE) rollback
