@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,3 +71,36 @@ class SampleStore:
         offset = (start // CHUNK) * CHUNK
         return (np.concatenate(labels)[start - offset: stop - offset],
                 np.concatenate(confidences)[start - offset: stop - offset])
+
+    def page(self, plane: DataPlane, model: LoadedModel | None, split: str, offset: int, limit: int,
+             wrong_only: bool) -> dict[str, Any]:
+        """The /samples answer: up to `limit` samples from `offset` on (only mispredicted ones with `wrong_only`,
+        scanning forward), with `model`'s predictions when there is a model."""
+        _images, labels = self.split(split)
+        total = len(labels)
+        entries: list[dict[str, Any]] = []
+        position = offset
+        while position < total and len(entries) < limit:
+            stop = min(total, position + (limit if not wrong_only else CHUNK))
+            if model is None:
+                entries += [_entry(split, i, int(labels[i]), None, None) for i in range(position, stop)]
+                position = stop
+                continue
+            predicted, probability = self.predictions(plane, model, split, position, stop)
+            for i in range(position, stop):
+                guess = int(predicted[i - position])
+                if wrong_only and guess == labels[i]:
+                    continue
+                entries.append(_entry(split, i, int(labels[i]), guess, float(probability[i - position])))
+                if len(entries) == limit:
+                    stop = i + 1
+                    break
+            position = stop
+        return {"split": split, "offset": offset, "limit": limit, "total": total,
+                "model_version": model.version if model else None, "samples": entries,
+                "next_offset": position if position < total else None}
+
+
+def _entry(split: str, index: int, label: int, predicted: int | None, probability: float | None) -> dict[str, Any]:
+    return {"index": index, "label": label, "predicted": predicted, "probability": probability,
+            "image_url": f"/samples/{split}/{index}.png", "pixels_url": f"/samples/{split}/{index}.json"}

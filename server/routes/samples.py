@@ -29,41 +29,14 @@ def _window(total: int, default_count: int, name: str, most: int) -> tuple[int, 
     return offset, int_arg(name, default_count, 1, most)
 
 
-def _entry(split: str, index: int, label: int, predicted: Any, probability: Any) -> dict[str, Any]:
-    return {"index": index, "label": label, "predicted": predicted, "probability": probability,
-            "image_url": f"/samples/{split}/{index}.png", "pixels_url": f"/samples/{split}/{index}.json"}
-
-
 @bp.get("/samples")
 def list_samples():
     found = services()
     split = _split_arg("test")
-    images, labels = found.samples.split(split)
-    total = len(images)
-    offset, limit = _window(total, 15, "limit", MAX_LIMIT)
+    offset, limit = _window(len(found.samples.split(split)[0]), 15, "limit", MAX_LIMIT)
     wrong_only = bool_arg("wrong_only")
     model = found.plane.model() if wrong_only else found.manager.current  # mistakes need a model: 503 without
-    entries: list[dict[str, Any]] = []
-    position = offset
-    while position < total and len(entries) < limit:
-        stop = min(total, position + (limit if not wrong_only else 1000))
-        if model is None:
-            entries += [_entry(split, i, int(labels[i]), None, None) for i in range(position, stop)]
-            position = stop
-            continue
-        predicted, probability = found.samples.predictions(found.plane, model, split, position, stop)
-        for i in range(position, stop):
-            guess = int(predicted[i - position])
-            if wrong_only and guess == labels[i]:
-                continue
-            entries.append(_entry(split, i, int(labels[i]), guess, float(probability[i - position])))
-            if len(entries) == limit:
-                stop = i + 1
-                break
-        position = stop
-    return {"split": split, "offset": offset, "limit": limit, "total": total,
-            "model_version": model.version if model else None, "samples": entries,
-            "next_offset": position if position < total else None}
+    return found.samples.page(found.plane, model, split, offset, limit, wrong_only)
 
 
 def _index(split: str, raw: str) -> tuple[Any, int, int]:
