@@ -3,39 +3,16 @@ only a backup made with the same settings is resumed."""
 
 from __future__ import annotations
 
-import json
-import time
-
 import numpy as np
 import pytest
 from conftest import QUICK_MIN_ACCURACY, SHARED_MNIST
-from trainer_process import TrainerProcess
+from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
 
 from shared.model_store import ModelStore
 
 pytestmark = pytest.mark.slow
 
 SLICE = {"TRAIN_SUBSET": "1000", "EPOCHS": "4", "MIN_ACCURACY": str(QUICK_MIN_ACCURACY)}
-
-
-def backups(home) -> list:
-    root = home / "training-backup"
-    return sorted(root.iterdir()) if root.is_dir() else []
-
-
-def saved_epochs(home) -> int:
-    try:
-        [backup] = backups(home)
-        return json.loads((backup / "training_metadata.json").read_text())["epoch"]
-    except (ValueError, OSError, KeyError):
-        return 0
-
-
-def wait_until(condition, trainer: TrainerProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert trainer.process.poll() is None and time.monotonic() < deadline, trainer.output()
-        time.sleep(0.05)
 
 
 def test_a_trainer_killed_after_epoch_2_of_4_resumes_at_epoch_3_and_publishes_once(tmp_path, mnist_http):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import ROOT, trainer_env
@@ -50,3 +52,25 @@ class TrainerProcess:
 
     def epochs_run(self) -> list[int]:
         return [int(match[1]) for match in re.finditer(r"^epoch (\d+)/\d+:", self.output(), re.MULTILINE)]
+
+
+def backups(home: Path) -> list[Path]:
+    """The run backups under `home` (trainer/resume.py)."""
+    root = home / "training-backup"
+    return sorted(root.iterdir()) if root.is_dir() else []
+
+
+def saved_epochs(home: Path) -> int:
+    """Epochs finished in the one backup under `home`; 0 while there is none (or it is being written)."""
+    try:
+        [backup] = backups(home)
+        return json.loads((backup / "training_metadata.json").read_text())["epoch"]
+    except (ValueError, OSError, KeyError):
+        return 0
+
+
+def wait_until(condition: Callable[[], bool], trainer: TrainerProcess, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert trainer.process.poll() is None and time.monotonic() < deadline, trainer.output()
+        time.sleep(0.05)
