@@ -20,8 +20,10 @@ from typing import Any
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
 
 PARTS = ("training", "inference", "http")
-# Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes).
-OPTIONAL_PARTS = ("variants", "ort")
+# Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
+# accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
+OPTIONAL_PARTS = ("variants", "ort", "accept", "peers")
+OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "peers": "bench.peers_bench"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -31,8 +33,8 @@ def run_parts(parts: list[str], epochs: int) -> None:
         print(f"bench: --- {part} (load {load_average()}) ---", flush=True)
         if part == "training":
             run_json(["-m", "bench.train_bench", str(epochs)])
-        elif part == "ort":
-            run_json(["-m", "bench.ort_variants"])
+        elif part in OPTIONAL_MODULES:
+            run_json(["-m", OPTIONAL_MODULES[part]])
         elif part in ("inference", "variants"):
             run_json(["-m", f"bench.{part}_bench" if part == "inference" else "bench.train_variants"])
         elif shutil.which("wrk"):
@@ -66,6 +68,10 @@ def headline(training: dict[str, Any] | None, http: dict[str, Any] | None) -> li
         limit = http["in_process_limit"]
         npy = max(ours_cases[f"npy batch 256 c{c}"]["images_per_second"] for c in (1, 16))
         json_rate = max(ours_cases[f"json batch 256 c{c}"]["images_per_second"] for c in (1, 16))
+        v2_rows = [[f"batch 256 {name} over HTTP: images/s", rate, limit, f"{rate / limit:.0%}"]
+                   for name, fmt in (("v2 binary", "v2bin"), ("v2 JSON", "v2json"))
+                   if f"{fmt} batch 256 c1" in ours_cases
+                   for rate in [max(ours_cases[f"{fmt} batch 256 c{c}"]["images_per_second"] for c in (1, 16))]]
         rows += [
             ["batch 1 JSON, 16 connections: req/s", one["requests_per_second"],
              f"{naive_one['requests_per_second']} (naive server)",
@@ -74,6 +80,7 @@ def headline(training: dict[str, Any] | None, http: dict[str, Any] | None) -> li
              f"{one['p99_ms'] / naive_one['p99_ms']:.2f}x"],
             ["batch 256 .npy over HTTP: images/s", npy, f"{limit} (in-process ONNX Runtime)", f"{npy / limit:.0%}"],
             ["batch 256 JSON over HTTP: images/s", json_rate, limit, f"{json_rate / limit:.0%}"],
+            *v2_rows,
             ["start to ready, s", http["ours"]["start_to_ready_seconds"], http["naive"]["start_to_ready_seconds"], ""],
             ["RSS per worker, MiB", ", ".join(map(str, http["ours"]["worker_rss_mib"])),
              ", ".join(map(str, http["naive"]["worker_rss_mib"])), ""],
@@ -187,6 +194,88 @@ def ort_section(ort: dict[str, Any]) -> list[str]:
     ]
 
 
+def accept_section(accept: dict[str, Any]) -> list[str]:
+    rows = [[name, entry["median_requests_per_second"], f"{entry['min_requests_per_second']}"
+             f" - {entry['max_requests_per_second']}", entry["median_p99_ms"],
+             "; ".join("/".join(map(str, run["connections_per_worker"])) for run in entry["runs"])]
+            for name, entry in accept["layouts"].items()]
+    return [
+        f"## Connections over gunicorn workers ({measured(accept)})",
+        "",
+        f"Batch 1 JSON on `/predict`, wrk with {accept['connections']} keep-alive connections, {accept['runs']} runs of"
+        f" {accept['seconds_per_run']} s per layout against one server (`python -m bench.accept_bench`); each run"
+        " opens fresh connections. The spread is each worker's established connections mid-run. The server uses"
+        " `reuse_port = True` (server/gunicorn.conf.py) and 2 workers x 4 threads.",
+        "",
+        *table(["layout", "median req/s", "min - max req/s", "median p99 ms", "connections per worker, each run"],
+               rows),
+        "",
+    ]
+
+
+PEER_CASES = (("A c1", "requests_per_second"), ("A c16", "requests_per_second"), ("B c1", "images_per_second"),
+              ("B c4", "images_per_second"), ("C c1", "images_per_second"), ("C c4", "images_per_second"))
+
+
+def peers_section(peers: dict[str, Any]) -> list[str]:
+    servers = peers["servers"]
+    rows = [[name, case, figures["requests_per_second"], figures["images_per_second"], figures["p50_ms"],
+             figures["p99_ms"], figures["errors"]]
+            for name, entry in servers.items() for case, figures in entry["cases"].items()]
+    about = [[name, entry["what"], entry["start_to_ready_seconds"], entry["tree_pss_mib"],
+              ", ".join(f"{p['name']} {p['rss_mib']}" for p in entry["rss_per_process_mib"]),
+              ", ".join(f"{p['name']} {p['cpu_seconds']}" for p in entry["cpu_per_process"])]
+             for name, entry in servers.items()]
+    lines = [
+        f"## Ours against other serving frameworks ({measured(peers)})",
+        "",
+        "The same model.onnx (ONNX Runtime 1 intra-op thread per process, 2 workers or instances each), the same"
+        " bodies, every answer checked against in-process ONNX Runtime first; wrk on 127.0.0.1,"
+        f" {peers['warmup_seconds']} s warm-up + {peers['seconds_per_case']} s per case, medians of"
+        f" {peers['rounds']} round(s) alternating the"
+        " order, each round starting every server afresh (`make bench-peers`; servers in `bench/peers/`)."
+        " A = batch 1 v2 JSON, B = batch 256 v2 JSON, C = batch 256 binary (v2 binary tensor extension; ours also"
+        " .npy on /predict); cN = N connections.",
+        "",
+        *table(["server", "case", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows),
+        "",
+        *table(["server", "what", "start to ready s", "tree PSS MiB after load", "RSS MiB per process",
+                "CPU s per process during the load"], about),
+        "",
+    ]
+    if "ours" in servers and len(servers) > 1:
+        lines += ours_versus_best(servers)
+    return lines
+
+
+def ours_versus_best(servers: dict[str, Any]) -> list[str]:
+    ours = servers["ours"]["cases"]
+    rows = []
+    for case, key in PEER_CASES:
+        candidates = [(name, entry["cases"][case]) for name, entry in servers.items()
+                      if name != "ours" and case in entry["cases"]]
+        if not candidates:
+            continue
+        best_name, best = max(candidates, key=lambda item: item[1][key])
+        mine, label = ours[case], "v2 binary" if case.startswith("C") else ""
+        npy = ours.get(f"{case} .npy")
+        if npy and npy[key] > mine[key]:
+            mine, label = npy, ".npy"
+        unit = "req/s" if key == "requests_per_second" else "images/s"
+        rows.append([f"{case} ({unit})", f"{mine[key]} {label}".strip() + f" (p99 {mine['p99_ms']} ms)",
+                     f"{best_name} {best[key]} (p99 {best['p99_ms']} ms)",
+                     f"{mine[key] / best[key]:.2f}" if best[key] else "", f"{mine['p99_ms'] / best['p99_ms']:.2f}"
+                     if best["p99_ms"] else ""])
+    smallest = min((entry["tree_pss_mib"], name) for name, entry in servers.items() if name != "ours")
+    fastest = min((entry["start_to_ready_seconds"], name) for name, entry in servers.items() if name != "ours")
+    rows.append(["tree PSS after load, MiB", servers["ours"]["tree_pss_mib"], f"{smallest[1]} {smallest[0]}",
+                 f"{servers['ours']['tree_pss_mib'] / smallest[0]:.2f}", ""])
+    rows.append(["start to ready, s", servers["ours"]["start_to_ready_seconds"], f"{fastest[1]} {fastest[0]}",
+                 f"{servers['ours']['start_to_ready_seconds'] / fastest[0]:.2f}" if fastest[0] else "", ""])
+    return ["Ours against the best peer of each case (throughput ratio: want >= 1.1; p99 ratio: want <= 1):", "",
+            *table(["case", "ours", "best peer", "ours / best", "p99 ours / best"], rows), ""]
+
+
 def http_section(http: dict[str, Any]) -> list[str]:
     rows = []
     for server in ("ours", "naive"):
@@ -258,6 +347,8 @@ def write_report(epochs: int) -> dict[str, Any]:
             "http": ".venv/bin/python -m bench.http_bench   # BENCH_HTTP_SECONDS=8 per case",
             "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 12 minutes",
             "ort": "BENCH_ROUNDS=2 .venv/bin/python -m bench.run --only ort   # optional, about 3 minutes",
+            "accept": ".venv/bin/python -m bench.run --only accept   # optional; BENCH_ACCEPT_RUNS=5 BENCH_SECONDS=4",
+            "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
         },
         **parts,
     }
@@ -291,6 +382,10 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += ort_section(parts["ort"])
     if parts["http"]:
         lines += http_section(parts["http"])
+    if parts["accept"]:
+        lines += accept_section(parts["accept"])
+    if parts["peers"]:
+        lines += peers_section(parts["peers"])
     lines += targets_section(parts["training"], parts["http"])
     RESULTS_MD.write_text("\n".join(lines))
     return results

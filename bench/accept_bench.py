@@ -1,0 +1,99 @@
+"""How gunicorn spreads keep-alive connections over its workers, and what that does to throughput.
+
+At 16 keep-alive connections one gthread worker sometimes accepted all 16 (GIL-bound, half the
+throughput). For each layout (workers x threads, SO_REUSEPORT on or off) this starts our server
+once, then runs wrk (16 connections, batch 1 JSON) BENCH_ACCEPT_RUNS times; wrk opens fresh
+connections each run. Mid-run it counts each worker's established connections (psutil).
+
+    python -m bench.accept_bench   # writes bench/tmp/accept.json; optional part `accept` of bench.run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import ROOT, TMP, children_of, load_average, median, write_part
+from bench.http_bench import COMPOSE_SERVER_ENV, Server, write_bodies, wrk
+
+RUNS = int(os.environ.get("BENCH_ACCEPT_RUNS", "5"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "4"))
+CONNECTIONS = 16
+# (workers, threads, reuse_port): today's default first.
+LAYOUTS = ((2, 4, False), (2, 4, True), (4, 2, False), (4, 2, True), (2, 8, True))
+
+
+def config_file(reuse_port: bool) -> Path:
+    """server/gunicorn.conf.py with reuse_port forced (gunicorn's command line can only switch it on)."""
+    path = TMP / f"gunicorn-reuse-{reuse_port}.conf.py"
+    conf = ROOT / "server" / "gunicorn.conf.py"
+    path.write_text(f"exec(compile(open({str(conf)!r}).read(), {str(conf)!r}, 'exec'))\nreuse_port = {reuse_port}\n")
+    return path
+
+
+def connections_per_worker(master: int, port: int) -> list[int]:
+    counts = []
+    for pid in children_of(master):
+        try:
+            process = psutil.Process(pid)
+            # net_connections since psutil 6; the kserve client in the dev requirements may hold psutil at 5.
+            sockets = getattr(process, "net_connections", getattr(process, "connections", None))(kind="tcp")
+        except psutil.Error:
+            continue
+        counts.append(sum(1 for c in sockets if c.status == "ESTABLISHED" and c.laddr.port == port))
+    return sorted(counts, reverse=True)
+
+
+def count_into(found: list[int], master: int, port: int) -> None:
+    found.extend(connections_per_worker(master, port))
+
+
+def measure(workers: int, threads: int, reuse_port: bool, body: Path) -> dict[str, Any]:
+    env = {**COMPOSE_SERVER_ENV, "WEB_CONCURRENCY": str(workers), "THREADS": str(threads)}
+    server = Server(f"accept-{workers}x{threads}-{reuse_port}", ["-c", str(config_file(reuse_port)),
+                                                                  "server.wsgi:app"], env)
+    runs = []
+    try:
+        server.check(body, "application/json", 1)
+        for _ in range(RUNS):
+            spread: list[int] = []
+            timer = threading.Timer(SECONDS / 2, count_into, (spread, server.process.pid, server.port))
+            timer.start()
+            raw = wrk(server.url, body, "application/json", CONNECTIONS, SECONDS)
+            timer.join()
+            runs.append({"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+                         "p99_ms": round(raw["p99_us"] / 1000, 2), "errors": raw["socket_errors"] + raw["timeouts"]
+                         + raw["non_2xx"], "connections_per_worker": spread})
+    finally:
+        server.stop()
+    rates = [run["requests_per_second"] for run in runs]
+    return {"workers": workers, "threads": threads, "reuse_port": reuse_port, "runs": runs,
+            "median_requests_per_second": median(rates), "min_requests_per_second": min(rates),
+            "max_requests_per_second": max(rates), "median_p99_ms": median([run["p99_ms"] for run in runs]),
+            "most_connections_on_one_worker": max(max(run["connections_per_worker"] or [0]) for run in runs)}
+
+
+def main() -> dict[str, Any]:
+    body = write_bodies()["json-1"]
+    layouts = {}
+    for workers, threads, reuse_port in LAYOUTS:
+        name = f"{workers}x{threads} reuse_port={reuse_port}"
+        layouts[name] = measure(workers, threads, reuse_port, body)
+        entry = layouts[name]
+        print(f"bench: {name:24s} req/s median {entry['median_requests_per_second']} (min"
+              f" {entry['min_requests_per_second']}, max {entry['max_requests_per_second']}), p99"
+              f" {entry['median_p99_ms']} ms, spreads {[run['connections_per_worker'] for run in entry['runs']]}",
+              flush=True)
+    result = {"runs": RUNS, "seconds_per_run": SECONDS, "connections": CONNECTIONS, "layouts": layouts,
+              "load_after": load_average()}
+    write_part("accept", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
