@@ -176,8 +176,9 @@ class Config:
                               "Merge concurrent small requests into one model call per worker (adaptive batching).")
     batch_max_size: int = _setting("BATCH_MAX_SIZE", "64", _positive_int, "server",
                                    "Batching: most images in one merged model call; larger requests run alone.")
-    batch_timeout_micros: int = _setting("BATCH_TIMEOUT_MICROS", "500", _non_negative_int, "server",
-                                         "Batching: longest a request waits for others to join its model call.")
+    batch_timeout_micros: int = _setting("BATCH_TIMEOUT_MICROS", "0", _non_negative_int, "server",
+                                         "Batching: longest a request waits for others to join its model call"
+                                         " (0: merge only what queued while the model was busy).")
     batch_max_queue: int = _setting("BATCH_MAX_QUEUE", "1024", _positive_int, "server",
                                     "Batching: most images waiting per worker; beyond, 503 with Retry-After.")
     bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
