@@ -151,9 +151,9 @@ def summarise_profile(collapsed: str, title: str) -> str:
     inclusive: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total = 0
-    for line in collapsed.splitlines():
+    for line in collapsed.split("\n"):  # not splitlines(): a frame's text may hold \x1c..\x1e or \x85
         stack, _, count_text = line.rpartition(" ")
-        if not stack:
+        if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         total += count
