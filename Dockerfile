@@ -1,7 +1,7 @@
 # One Dockerfile, one target per service: `--target server` (ONNX Runtime, no TensorFlow) and
-# `--target trainer` (TensorFlow). Both share the base stage, so the user, the volume folder and the
-# Python settings are written once and the two images agree on them (the trainer writes the volume,
-# the server reads it, with the same uid).
+# `--target trainer` (TensorFlow; `--target trainer-gpu`, at the end, adds JAX's CUDA wheels). Both
+# share the base stage, so the user, the volume folder and the Python settings are written once and
+# the two images agree on them (the trainer writes the volume, the server reads it, with the same uid).
 #
 # Layer order, per service: requirements file -> pip install into /opt/venv -> code. A code change
 # only rebuilds the last small COPY layers; TensorFlow is reinstalled only when
