@@ -38,6 +38,8 @@ for name in "${names[@]}"; do
         echo "retrain: $name exited $code; its last lines:"
         docker logs --tail 20 "$name" 2>&1
         status=1
+    elif [ "$name" != "${names[0]}" ]; then
+        docker logs "$name" 2>&1 | grep -E "^trainer: process [0-9]+ of" || true  # its checksum: the same as process 0's
     fi
 done
 wait "$follower" || true

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import threading
@@ -265,3 +266,21 @@ def test_compose_stack_end_to_end(stack: Stack) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "compose-timings.json").write_text(json.dumps(stack.timings, indent=2) + "\n")
     print(f"compose timings: {stack.timings}")
+
+
+def version_rows(status: str) -> list[str]:
+    """The version lines of `make status` (the store's listing, not the server's line)."""
+    return [line for line in status.splitlines() if line[:1].isdigit()]
+
+
+def test_make_retrain_with_two_workers_publishes_one_version(stack: Stack) -> None:
+    """`make retrain WORKERS=2`: two trainer containers on the compose network train one model (JAX backend,
+    scripts/retrain-workers.sh); process 0 alone publishes, with the same weights as process 1."""
+    versions_before = version_rows(stack.make("status", timeout=120))
+    output = stack.make("retrain", "WORKERS=2", "EPOCHS=1", timeout=900)
+    assert "training data-parallel on 2 devices in 2 processes" in output, output
+    [published] = re.findall(r"published version (\d+)", output)
+    checksums = dict(re.findall(r"process (\d) of 2 trained weights checksum ([0-9a-f]{16})", output))
+    assert set(checksums) == {"0", "1"} and checksums["0"] == checksums["1"], output
+    stack.wait_for_version(int(published))
+    assert len(version_rows(stack.make("status", timeout=120))) == len(versions_before) + 1
