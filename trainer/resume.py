@@ -21,6 +21,7 @@ A run that finished (published, or refused by the quality gate) removes its back
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -103,6 +104,9 @@ class Backup:
     def clear(self) -> None:
         """The run is over: nothing to resume any more."""
         self._remove(self.folder)
+        if self.writer:
+            with contextlib.suppress(OSError):  # not empty: another run's backup is in there
+                self.root.rmdir()
 
     def _remove(self, folder: Path) -> None:
         if self.writer:
