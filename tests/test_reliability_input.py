@@ -79,6 +79,13 @@ def raw_json(instance_text: str) -> dict:
 
 
 PNG = mnist_to_png(np.full((28, 28), 200, np.uint8), scale=4)
+BOMB = decompression_bomb()
+
+
+def v2_binary(tensor: dict, raw: bytes) -> dict:
+    """A v2 binary tensor data body: the JSON, then the raw bytes; the header gives the JSON's length."""
+    header = json.dumps({"inputs": [tensor]}).encode()
+    return {"data": header + raw, "headers": {"Inference-Header-Content-Length": str(len(header))}}
 # (name, method, path, requests kwargs, status)
 HOSTILE = [
     ("truncated PNG file", "POST", "/predict", {"files": {"f": ("a.png", PNG[: len(PNG) // 2], "image/png")}}, 400),
@@ -123,6 +130,14 @@ HOSTILE = [
      400),
     ("v2 shape claims 10^12 images", "POST", "/v2/models/mnist/infer",
      {"json": {"inputs": [{"name": "pixels", "shape": [10**12, 28, 28], "datatype": "UINT8", "data": [0]}]}}, 400),
+    ("v2 header length past the body", "POST", "/v2/models/mnist/infer",
+     {"data": b'{"inputs": []}', "headers": {"Inference-Header-Content-Length": "999999999999"}}, 400),
+    ("v2 binary_data_size of 1 GB", "POST", "/v2/models/mnist/infer", v2_binary(
+        {"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "parameters": {"binary_data_size": 10**9}},
+        bytes(784)), 400),
+    ("v2 BYTES decompression bomb", "POST", "/v2/models/mnist/infer", v2_binary(
+        {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(BOMB) + 4}},
+        len(BOMB).to_bytes(4, "little") + BOMB), 400),
     ("sample index out of range", "GET", "/samples/test/10000.png", {}, 404),
     ("negative sample index", "GET", "/samples/test/-1.json", {}, 400),
     ("non-integer sample index", "GET", "/samples/test/1.5.json", {}, 400),

@@ -28,6 +28,8 @@ BODIES = {
     "/v1/models/mnist/versions/{version}:predict": {"instances": [ZERO]},
     "/v2/models/mnist/infer": {"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
                                            "data": [0] * 784}]},
+    "/v2/models/mnist/versions/{version}/infer": {"inputs": [{"name": "pixels", "shape": [1, 784],
+                                                              "datatype": "FP32", "data": [0.0] * 784}]},
 }
 
 
@@ -98,14 +100,14 @@ def test_debug_mode_cannot_be_switched_on(server) -> None:
 def test_an_unexpected_error_never_shows_a_traceback_even_with_flask_debug(monkeypatch, tmp_path) -> None:
     """The one way to see the 500 path: a bug planted in-process, with FLASK_DEBUG=1 set."""
     from server import app as app_module
-    from server.routes import predict
+    from server.protocols import native
 
     monkeypatch.setenv("FLASK_DEBUG", "1")
 
-    def planted_bug() -> None:
+    def planted_bug(*_args: object) -> None:
         raise RuntimeError("planted bug with /secret/path in its message")
 
-    monkeypatch.setattr(predict, "request_pixels", planted_bug)
+    monkeypatch.setattr(native, "decode", planted_bug)
     client = app_module.create_app(Config(home=tmp_path), watch=False).test_client()
     response = client.post("/predict", json={"instances": [ZERO]})
     assert response.status_code == 500
