@@ -276,6 +276,25 @@ def ours_versus_best(servers: dict[str, Any]) -> list[str]:
             *table(["case", "ours", "best peer", "ours / best", "p99 ours / best"], rows), ""]
 
 
+def request_profile_section() -> list[str]:
+    """bench/profile-request.txt (python -m bench.profile_request), with its flame graph beside it."""
+    path = ROOT / "bench" / "profile-request.txt"
+    if not path.is_file():
+        return []
+    title, *lines = path.read_text().splitlines()
+    return [
+        "## Where a batch-1 request goes (py-spy)",
+        "",
+        f"{title.lstrip('# ')}; flame graph `bench/profile-request.svg` (`python -m bench.profile_request`)."
+        " Shares are of samples where the thread was not idle, so waits for the GIL or in a syscall count too.",
+        "",
+        "```",
+        *[line for line in lines if line.strip()][:30],
+        "```",
+        "",
+    ]
+
+
 def http_section(http: dict[str, Any]) -> list[str]:
     rows = []
     for server in ("ours", "naive"):
@@ -348,6 +367,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 12 minutes",
             "ort": "BENCH_ROUNDS=2 .venv/bin/python -m bench.run --only ort   # optional, about 3 minutes",
             "accept": ".venv/bin/python -m bench.run --only accept   # optional; BENCH_ACCEPT_RUNS=5 BENCH_SECONDS=4",
+            "profile": ".venv/bin/python -m bench.profile_request   # py-spy flame graph of batch 1 under load",
             "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
         },
         **parts,
@@ -382,6 +402,7 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += ort_section(parts["ort"])
     if parts["http"]:
         lines += http_section(parts["http"])
+    lines += request_profile_section()
     if parts["accept"]:
         lines += accept_section(parts["accept"])
     if parts["peers"]:
