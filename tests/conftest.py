@@ -33,6 +33,17 @@ TRAIN_SUBSET = 4000
 QUICK_MIN_ACCURACY = 0.5
 
 
+# A test that uses one of these needs a trained model or a real process: it is slow whatever its module says,
+# so `make test-fast` (-m "not slow") stays the in-process layer without every module having to remember.
+SLOW_FIXTURES = {"trained_home", "home_copy", "start_server", "start_module_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 class MnistHttpServer:
     """Serves the real mnist.npz (and broken variants of it) on 127.0.0.1, counting requests."""
 
