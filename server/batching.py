@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from server.errors import Unavailable
+from shared.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +173,10 @@ class Batcher:
                 self._observe(sum(len(p.pixels) for p in batch), len(batch), [started - p.enqueued for p in batch])
             except Exception:  # metrics must never stop the batch thread
                 log.exception("batch observer failed")
+
+
+def from_config(config: Config, observe: Observer | None = None) -> Batcher | None:
+    """The batcher `shared.config.Config` asks for (BATCHING, BATCH_*), or None when batching is off."""
+    if not config.batching:
+        return None
+    return Batcher(config.batch_max_size, config.batch_timeout_micros, config.batch_max_queue, observe)

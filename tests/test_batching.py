@@ -201,3 +201,15 @@ def test_close_finishes_queued_work_then_refuses_new_work() -> None:
 def test_bad_settings_are_refused(arguments: tuple[int, int, int]) -> None:
     with pytest.raises(ValueError):
         Batcher(*arguments)
+
+
+def test_from_config_follows_the_settings() -> None:
+    from server.batching import from_config
+    from shared.config import Config
+
+    assert from_config(Config.from_env({})) is None  # off by default
+    batcher = from_config(Config.from_env({"BATCHING": "true", "BATCH_MAX_SIZE": "8", "BATCH_TIMEOUT_MICROS": "250",
+                                           "BATCH_MAX_QUEUE": "99"}))
+    assert batcher is not None
+    assert (batcher.max_batch_size, batcher.timeout, batcher.max_queue) == (8, 0.00025, 99)
+    batcher.close()
