@@ -22,8 +22,9 @@ from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, 
 PARTS = ("training", "inference", "http")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
 # accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
-OPTIONAL_PARTS = ("variants", "ort", "accept", "peers")
-OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "peers": "bench.peers_bench"}
+OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers")
+OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "batching": "bench.batching_bench",
+                    "peers": "bench.peers_bench"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -213,6 +214,23 @@ def accept_section(accept: dict[str, Any]) -> list[str]:
     ]
 
 
+def batching_section(batching: dict[str, Any]) -> list[str]:
+    cases = [case for case in next(iter(batching["variants"].values())) if case[0] in "AB"]
+    rows = [[name, *(f"{entry[case]['requests_per_second']} / {entry[case]['p99_ms']}" for case in cases),
+             entry["requests_per_model_call"] if entry["requests_per_model_call"] is not None else "",
+             entry["errors"]] for name, entry in batching["variants"].items()]
+    return [
+        f"## Adaptive batching off and on ({measured(batching)})",
+        "",
+        f"Our server (2 workers x 4 threads) started afresh per variant, v2 JSON, wrk {batching['seconds_per_case']} s"
+        f" per case, medians of {batching['rounds']} alternating round(s) (`python -m bench.batching_bench`);"
+        " req/s / p99 ms; requests per model call from /metrics.",
+        "",
+        *table(["variant", *cases, "requests per model call", "errors"], rows),
+        "",
+    ]
+
+
 PEER_CASES = (("A c1", "requests_per_second"), ("A c16", "requests_per_second"), ("B c1", "images_per_second"),
               ("B c4", "images_per_second"), ("C c1", "images_per_second"), ("C c4", "images_per_second"))
 
@@ -367,6 +385,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "variants": ".venv/bin/python -m bench.run --only variants   # optional, about 12 minutes",
             "ort": "BENCH_ROUNDS=2 .venv/bin/python -m bench.run --only ort   # optional, about 3 minutes",
             "accept": ".venv/bin/python -m bench.run --only accept   # optional; BENCH_ACCEPT_RUNS=5 BENCH_SECONDS=4",
+            "batching": ".venv/bin/python -m bench.run --only batching   # optional; BENCH_SECONDS=5 BENCH_ROUNDS=2",
             "profile": ".venv/bin/python -m bench.profile_request   # py-spy flame graph of batch 1 under load",
             "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
         },
@@ -405,6 +424,8 @@ def write_report(epochs: int) -> dict[str, Any]:
     lines += request_profile_section()
     if parts["accept"]:
         lines += accept_section(parts["accept"])
+    if parts["batching"]:
+        lines += batching_section(parts["batching"])
     if parts["peers"]:
         lines += peers_section(parts["peers"])
     lines += targets_section(parts["training"], parts["http"])
