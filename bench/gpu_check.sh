@@ -33,6 +33,7 @@ mkdir -p "$out"
 # too, or already on the host): nothing on the host is shadowed. pip when the host has it, else the
 # wheels are unpacked as they are (a wheel is a zip of its site-packages files).
 site=$out/site
+export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}  # so a second call finds what the first installed
 mapfile -t missing < <("$python" - "$wheels" <<'PY'
 import importlib.metadata, pathlib, sys
 for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
@@ -42,15 +43,13 @@ for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
         print(wheel)
 PY
 )
-echo "gpu_check: installing into $site: ${missing[*]##*/}"
-for wheel in "${missing[@]}"; do
-    if "$python" -m pip --version >/dev/null 2>&1; then
-        "$python" -m pip install --quiet --no-deps --no-index --target "$site" "$wheel"
-    else
-        "$python" -m zipfile -e "$wheel" "$site"
-    fi
-done
-export PYTHONPATH=$site
+echo "gpu_check: installing into $site: ${missing[*]##*/}"  # none on a second call
+if [ ${#missing[@]} -gt 0 ] && "$python" -m pip --version >/dev/null 2>&1; then
+    # --target also keeps pip clear of a system Python's "externally managed" guard (PEP 668).
+    "$python" -m pip install --quiet --no-deps --no-index --target "$site" "${missing[@]}"
+else
+    for wheel in "${missing[@]}"; do "$python" -m zipfile -e "$wheel" "$site"; done
+fi
 KERAS_BACKEND=jax "$python" -c "import jax, keras; print('gpu_check: jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"
 
 for run in $(seq 1 "$runs"); do
