@@ -13,7 +13,8 @@
 # OUT_DIR/model.keras and OUT_DIR/result-N.json.
 # The ONNX export and its quality gate need TensorFlow, so they run afterwards on any CPU machine
 # with the project's .venv (the command is printed at the end).
-# Quick try on a CPU: GPU_CHECK_EPOCHS=1 GPU_CHECK_SUBSET=2000 GPU_CHECK_RUNS=1.
+# Quick try on a CPU: GPU_CHECK_EPOCHS=1 GPU_CHECK_SUBSET=2000 GPU_CHECK_RUNS=1. GPU_CHECK_PRECISION=float32
+# compares with issue 15's float32 figures.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     sed -n '2,/^set -euo/p' "$0" | sed '$d'
@@ -26,6 +27,7 @@ python=${PYTHON:-python3}
 epochs=${GPU_CHECK_EPOCHS:-6}
 subset=${GPU_CHECK_SUBSET:-0}
 runs=${GPU_CHECK_RUNS:-2}
+precision=${GPU_CHECK_PRECISION:-auto}  # as TRAIN_PRECISION: auto is mixed bfloat16 on an H200
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 
@@ -55,7 +57,7 @@ KERAS_BACKEND=jax "$python" -c "import jax, keras; print('gpu_check: jax', jax._
 for run in $(seq 1 "$runs"); do
     echo "gpu_check: run $run of $runs"
     KERAS_BACKEND=jax "$python" -m bench.gpu_train --mnist "$mnist" --out "$out" \
-        --epochs "$epochs" --train-subset "$subset"
+        --epochs "$epochs" --train-subset "$subset" --precision "$precision"
     mv "$out/result.json" "$out/result-$run.json"
 done
 echo "gpu_check: results in $out/result-*.json; next, on a CPU machine with the project's .venv:"

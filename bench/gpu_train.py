@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.config import Config
+from shared.config import PRECISIONS, Config
 from trainer import backend
 
 DEFAULTS = Config()
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for model.keras, result.json, jax-cache/")
     parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     parser.add_argument("--train-subset", type=int, default=DEFAULTS.train_subset, help="0 = all 60,000")
-    parser.add_argument("--precision", default=DEFAULTS.precision, help="as TRAIN_PRECISION")
+    parser.add_argument("--precision", default=DEFAULTS.precision, choices=PRECISIONS, help="as TRAIN_PRECISION")
     return parser.parse_args(argv)
 
 
