@@ -8,12 +8,13 @@ model servers must work against ours without being told to switch off its defaul
 from __future__ import annotations
 
 import asyncio
+import importlib
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.http as triton
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 from shared import dataset
 from shared.preprocess import mnist_to_png
@@ -35,11 +36,17 @@ def digits(trained_home: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def client(server) -> triton.InferenceServerClient:
+def triton() -> ModuleType:
+    # Imported here, not at the top: the clients take seconds to import, and `make test-fast` collects this file.
+    return importlib.import_module("tritonclient.http")
+
+
+@pytest.fixture(scope="module")
+def client(server, triton) -> Any:
     return triton.InferenceServerClient(url=server.url.removeprefix("http://"))
 
 
-def triton_input(images: np.ndarray, datatype: str, binary: bool) -> triton.InferInput:
+def triton_input(triton: ModuleType, images: np.ndarray, datatype: str, binary: bool) -> Any:
     tensor = triton.InferInput("pixels", list(images.shape), datatype)
     tensor.set_data_from_numpy(images, binary_data=binary)
     return tensor
@@ -56,9 +63,9 @@ def test_tritonclient_health_and_metadata(client) -> None:
 
 
 @pytest.mark.parametrize("version", ["", "1"], ids=["served", "version-1"])
-def test_tritonclient_defaults_binary_in_and_out(client, digits, version) -> None:
+def test_tritonclient_defaults_binary_in_and_out(triton, client, digits, version) -> None:
     images, labels = digits
-    result = client.infer("mnist", [triton_input(images, "UINT8", binary=True)], model_version=version,
+    result = client.infer("mnist", [triton_input(triton, images, "UINT8", binary=True)], model_version=version,
                           request_id="t-1")
     assert result.get_response()["id"] == "t-1" and result.get_response()["model_version"] == "1"
     assert "parameters" in result.get_output("probabilities"), "the client's default asks for binary outputs"
@@ -68,19 +75,19 @@ def test_tritonclient_defaults_binary_in_and_out(client, digits, version) -> Non
     assert (probabilities.argmax(axis=1) == labels).mean() > MIN_ACCURACY
 
 
-def test_tritonclient_json_matches_binary(client, digits) -> None:
+def test_tritonclient_json_matches_binary(triton, client, digits) -> None:
     images, _labels = digits
-    binary = client.infer("mnist", [triton_input(images.astype(np.float32), "FP32", binary=True)])
+    binary = client.infer("mnist", [triton_input(triton, images.astype(np.float32), "FP32", binary=True)])
     outputs = [triton.InferRequestedOutput("probabilities", binary_data=False),
                triton.InferRequestedOutput("label", binary_data=False)]
-    as_json = client.infer("mnist", [triton_input(images, "UINT8", binary=False)], model_version="1",
+    as_json = client.infer("mnist", [triton_input(triton, images, "UINT8", binary=False)], model_version="1",
                            outputs=outputs)
     assert "data" in as_json.get_output("probabilities")
     np.testing.assert_allclose(as_json.as_numpy("probabilities"), binary.as_numpy("probabilities"), atol=1e-6)
     assert (as_json.as_numpy("label") == binary.as_numpy("label")).all()
 
 
-def test_tritonclient_bytes_input_of_png_images(client, digits) -> None:
+def test_tritonclient_bytes_input_of_png_images(triton, client, digits) -> None:
     images, labels = digits
     pngs = np.array([mnist_to_png(image, 3) for image in images[:16]], dtype=np.object_)
     tensor = triton.InferInput("images", [16], "BYTES")
@@ -89,14 +96,16 @@ def test_tritonclient_bytes_input_of_png_images(client, digits) -> None:
     assert (predicted == labels[:16]).mean() > MIN_ACCURACY - 0.1
 
 
-def test_tritonclient_gets_the_servers_error_message(client) -> None:
+def test_tritonclient_gets_the_servers_error_message(triton, client) -> None:
     with pytest.raises(triton.InferenceServerException, match="version 7 not found"):
-        client.infer("mnist", [triton_input(np.zeros((1, 28, 28), np.uint8), "UINT8", True)], model_version="7")
+        client.infer("mnist", [triton_input(triton, np.zeros((1, 28, 28), np.uint8), "UINT8", True)],
+                     model_version="7")
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_kserve_inference_rest_client(server, digits, binary) -> None:
     images, labels = digits
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
     async def call():
         rest = InferenceRESTClient(RESTConfig(protocol="v2", retries=0, timeout=30))
