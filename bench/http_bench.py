@@ -18,6 +18,7 @@ functions go to bench/profile-<case>.txt.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -125,6 +126,7 @@ class Server:
             env={**os.environ, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
                  "BIND_HOST": "127.0.0.1", "PORT": str(self.port), **env},
         )
+        atexit.register(self.stop)  # a run that fails midway must not leave a server behind on the shared cores
         self.ready_seconds = round(self._wait_ready(started), 2)
 
     def _wait_ready(self, started: float, timeout: float = 180) -> float:
@@ -153,6 +155,8 @@ class Server:
         return [rss_mib(pid) for pid in children_of(self.process.pid)]
 
     def stop(self) -> None:
+        if self.process.returncode is not None:
+            return
         self.process.terminate()
         try:
             self.process.wait(30)
