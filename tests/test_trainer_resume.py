@@ -85,3 +85,23 @@ def test_a_backup_that_trained_more_epochs_than_asked_is_not_resumed(tmp_path, c
     train(data, 1, 128, seed=1, backup=Backup(tmp_path, {"batch_size": 128}))
     output = capsys.readouterr().out
     assert "it has trained 2 epochs, more than EPOCHS=1; starting fresh" in output and "epoch 1/1" in output
+
+
+def test_a_backup_cut_off_while_being_written_falls_back_or_starts_fresh(tmp_path, capsys):
+    from trainer.resume import Backup
+    from trainer.train import train
+
+    data = tiny_mnist(256)
+    backup = Backup(tmp_path, {"batch_size": 128})
+    train(data, 2, 128, seed=1, backup=backup)
+    weights = backup.folder / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a kill in the middle of Keras' save
+    train(data, 3, 128, seed=1, backup=Backup(tmp_path, {"batch_size": 128}))
+    # Keras falls back to the previous epoch's copy (double_checkpoint)
+    assert "resuming from epoch 2 of 3" in capsys.readouterr().out
+
+    weights.write_bytes(weights.read_bytes()[:1000])
+    (backup.folder / "latest.weights.h5.bkp").unlink()  # a kill during the very first save: no copy yet
+    train(data, 1, 128, seed=1, backup=Backup(tmp_path, {"batch_size": 128}))
+    output = capsys.readouterr().out
+    assert "cut off while being written" in output and "epoch 1/1" in output and "resuming from" not in output

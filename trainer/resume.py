@@ -29,12 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import h5py
 import keras
 
 BACKUP_FOLDER = "training-backup"
 SETTINGS_FILE = "run.json"
 HISTORY_FILE = "history.json"
-KERAS_METADATA_FILE = "training_metadata.json"  # BackupAndRestore's name for it
+KERAS_METADATA_FILE = "training_metadata.json"  # BackupAndRestore's names for its files
+WEIGHTS_FILE = "latest.weights.h5"
 FINGERPRINT_LENGTH = 16
 # The code whose change makes an old backup another computation (the data sharding lives in distributed.py).
 TRAINING_CODE = ("model.py", "train.py", "distributed.py")
@@ -89,13 +91,29 @@ class Backup:
                     print(f"trainer: not resuming the backup in {other} ({why}); starting fresh", flush=True)
                     self._remove(other)
         done = self.saved_epochs()
-        if done > epochs:
+        if (self.folder / WEIGHTS_FILE).exists() and not self._restorable():
+            print(f"trainer: not resuming the backup in {self.folder}: it was cut off while being written"
+                  " (the trainer was killed during a save); starting fresh", flush=True)
+            self._remove(self.folder)
+        elif done > epochs:
             print(f"trainer: not resuming the backup in {self.folder}: it has trained {done} epochs, more than"
                   f" EPOCHS={epochs}; starting fresh", flush=True)
             self._remove(self.folder)
         if self.writer:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / SETTINGS_FILE).write_text(json.dumps(self.settings, indent=2, sort_keys=True))
+
+    def _restorable(self) -> bool:
+        """Whether Keras can restore this backup: an epoch count and weights it can open (else their .bkp twins)."""
+        if not self.saved_epochs():
+            return False
+        for weights in (WEIGHTS_FILE, WEIGHTS_FILE + ".bkp"):
+            try:
+                with h5py.File(self.folder / weights, "r"):
+                    return True
+            except OSError:  # missing, or truncated by a kill mid-write
+                continue
+        return False
 
     def callback(self, epochs: int, history: list[dict[str, float]]) -> keras.callbacks.Callback:
         """Keras' BackupAndRestore for this folder; `history` (the epoch timer's list) is saved and restored too."""
