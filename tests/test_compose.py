@@ -270,7 +270,7 @@ def test_compose_stack_end_to_end(stack: Stack) -> None:
 
 def version_rows(status: str) -> list[str]:
     """The version lines of `make status` (the store's listing, not the server's line)."""
-    return [line for line in status.splitlines() if line[:1].isdigit()]
+    return [line for line in status.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
 
 
 def test_make_retrain_with_two_workers_publishes_one_version(stack: Stack) -> None:
