@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from server import metrics, web
+from server import batching, metrics, web
 from server.backends import load_model
 from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
@@ -28,7 +28,8 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     manager = ModelManager(config, loader)
-    app.extensions[EXTENSION] = Services(config, manager, DataPlane(manager, config.max_batch_size),
+    app.extensions[EXTENSION] = Services(config, manager, DataPlane(manager, config.max_batch_size,
+                                                                 batching.from_config(config, metrics.observe_batch)),
                                          SampleStore(config.dataset_path))
     register_error_handlers(app)
     metrics.install(app)

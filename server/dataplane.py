@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from server import metrics
+from server.batching import Batcher
 from server.errors import Unavailable
 from server.model_manager import LoadedModel, ModelManager
 from server.protocols.common import InferRequest, InferResult, check_batch_size
@@ -26,9 +27,10 @@ from shared.preprocess import scale_pixels
 
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, max_batch_size: int) -> None:
+    def __init__(self, manager: ModelManager, max_batch_size: int, batcher: Batcher | None = None) -> None:
         self.manager = manager
         self.max_batch_size = max_batch_size
+        self.batcher = batcher  # BATCHING: concurrent calls on one model merged (server.batching)
 
     def model(self, version: int | None = None) -> LoadedModel:
         """The served model (503 with the reason before one is loaded) or a requested version (404 if unknown)."""
@@ -50,4 +52,7 @@ class DataPlane:
 
     def _run(self, model: LoadedModel, pixels: np.ndarray) -> np.ndarray:
         """The batcher's seam: (N, 28, 28) float32 0..255 -> (N, 10) float32 probabilities."""
-        return model.model.predict(scale_pixels(pixels))
+        scaled = scale_pixels(pixels)
+        if self.batcher is not None:
+            return self.batcher.submit(scaled, model.model.predict)
+        return model.model.predict(scaled)

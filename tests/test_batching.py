@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from server.batching import Batcher, BatcherClosed, QueueFull
+from server.batching import Batcher, BatcherClosed, QueueFull, from_config
 from server.errors import Unavailable
 
 LONG_MICROS = 10_000_000  # a batch waits for company "forever" unless it fills up
@@ -204,7 +204,6 @@ def test_bad_settings_are_refused(arguments: tuple[int, int, int]) -> None:
 
 
 def test_from_config_follows_the_settings() -> None:
-    from server.batching import from_config
     from shared.config import Config
 
     assert from_config(Config.from_env({})) is None  # off by default
@@ -212,4 +211,37 @@ def test_from_config_follows_the_settings() -> None:
                                            "BATCH_MAX_QUEUE": "99"}))
     assert batcher is not None
     assert (batcher.max_batch_size, batcher.timeout, batcher.max_queue) == (8, 0.00025, 99)
+    batcher.close()
+
+
+def test_the_data_plane_merges_concurrent_requests_when_batching_is_on(standin_home) -> None:
+    from conftest import StandInModel, standin_digit
+
+    from server.dataplane import DataPlane
+    from server.model_manager import ModelManager
+    from server.protocols.common import InferRequest
+    from shared.config import Config
+
+    class Recording(StandInModel):
+        def __init__(self) -> None:
+            self.calls: list[int] = []
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            self.calls.append(len(batch))
+            return super().predict(batch)
+
+    model = Recording()
+    config = Config(home=standin_home, max_batch_size=64, batching=True, batch_max_size=4,
+                    batch_timeout_micros=LONG_MICROS)
+    manager = ModelManager(config, lambda _b, _f, _t: model)
+    manager.poll()
+    batcher = from_config(config)
+    plane = DataPlane(manager, config.max_batch_size, batcher)
+    model.calls.clear()  # the warm-up's calls
+    labels = [3, 1, 4, 1]
+    results = in_threads([lambda label=label: plane.infer(InferRequest(standin_digit(label)[None].astype(np.float32)))
+                          for label in labels])
+    assert model.calls == [4]  # one merged call for the four requests
+    assert [result.labels.tolist() for result in results] == [[label] for label in labels]
+    assert batcher is not None
     batcher.close()
