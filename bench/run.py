@@ -216,7 +216,7 @@ def accept_section(accept: dict[str, Any]) -> list[str]:
 
 def batching_section(batching: dict[str, Any]) -> list[str]:
     cases = [case for case in next(iter(batching["variants"].values())) if case[0] in "AB"]
-    rows = [[name, *(f"{entry[case]['requests_per_second']} / {entry[case]['p99_ms']}" for case in cases),
+    rows = [[name, *(f"{entry[case]['requests_per_second']:.1f} / {entry[case]['p99_ms']:.1f}" for case in cases),
              entry["requests_per_model_call"] if entry["requests_per_model_call"] is not None else "",
              entry["errors"]] for name, entry in batching["variants"].items()]
     return [
