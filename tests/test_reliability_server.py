@@ -192,7 +192,7 @@ def test_sigterm_lets_requests_in_flight_finish(trained_home, start_server) -> N
 
     def accepted_by_workers() -> bool:
         # Each connection is held by a worker process: the request is in the server, not in a queue.
-        held = {c.raddr.port for worker in master.children() for c in worker.net_connections("tcp")
+        held = {c.raddr.port for worker in master.children() for c in worker.connections("tcp")
                 if c.raddr and c.laddr.port == server.port}
         return ports <= held
 
