@@ -320,8 +320,8 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         cases[case] = {key: round(median([f[key] for f in figures]), 2) for key in figures[0] if key != "errors"}
         cases[case]["errors"] = sum(f["errors"] for f in figures)
     last = rounds[-1]
-    return {"cases": cases, "start_to_ready_seconds": median([r["start_to_ready_seconds"] for r in rounds]),
-            "tree_pss_mib": median([r["tree_pss_mib"] for r in rounds]),
+    return {"cases": cases, "start_to_ready_seconds": round(median([r["start_to_ready_seconds"] for r in rounds]), 2),
+            "tree_pss_mib": round(median([r["tree_pss_mib"] for r in rounds]), 1),
             "rss_per_process_mib": last["rss_per_process_mib"], "cpu_per_process": last["cpu_per_process"],
             "rounds": rounds}
 
