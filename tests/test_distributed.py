@@ -31,6 +31,7 @@ def test_settings_that_cannot_form_a_job_are_refused(changes: dict[str, str], me
         job_from(Config.from_env({**JOB, **changes}))
 
 
+@pytest.mark.slow  # starts the trainer process
 def test_the_trainer_refuses_them_with_exit_2_before_training(tmp_path, mnist_http) -> None:
     result = run_trainer(tmp_path, mnist_http.url(), **{**JOB, "KERAS_BACKEND": "tensorflow"}, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
