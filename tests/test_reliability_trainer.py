@@ -13,7 +13,6 @@ import http.server
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, SHARED_MNIST, trainer_env
+from conftest import SHARED_MNIST
+from trainer_process import TrainerProcess
 
 from shared.config import KERAS_MNIST_SHA256
 from shared.model_store import ModelStore
@@ -90,48 +90,9 @@ def trickle() -> Iterator[TrickleServer]:
     server.close()
 
 
-class TrainerRun:
-    """A real trainer process whose output is collected line by line while it runs."""
-
-    def __init__(self, home: Path, url: str, driver: str | None = None, **env: str) -> None:
-        command = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "trainer"]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=trainer_env(home, url, **{**QUICK, **env}),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.process.poll() is not None:
-                self._reader.join(5)
-                pytest.fail(f"trainer exited ({self.process.returncode}) before {what}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"no {what} after {timeout} s:\n{self.output()}")
-            time.sleep(0.01)
-
-    def kill(self) -> int:
-        self.process.send_signal(signal.SIGKILL)
-        code = self.process.wait(30)
-        self._reader.join(5)
-        return code
-
-    def finish(self, timeout: float = 300) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
+def quick_trainer(home: Path, url: str, driver: str | None = None, **env: str) -> TrainerProcess:
+    """A real trainer process on a small slice, its output collected while it runs."""
+    return TrainerProcess(home, url, driver, **{**QUICK, **env})
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -170,18 +131,18 @@ def test_sigkill_at_every_stage_of_a_publish_loses_nothing(home_copy, mnist_http
     server = start_server(home_copy)
     assert served_version(server.url) == 1
 
-    stages: list[tuple[str, Callable[[], TrainerRun], Callable[[TrainerRun], Callable[[], bool]] | None]] = [
+    stages: list[tuple[str, Callable[[], TrainerProcess], Callable[[TrainerProcess], Callable[[], bool]] | None]] = [
         # The operator points the trainer at another file: the cache no longer matches,
         # so it downloads again, slowly, from the trickling server.
-        ("mid-download", lambda: TrainerRun(home_copy, trickle.url, MNIST_SHA256=KERAS_MNIST_SHA256),
+        ("mid-download", lambda: quick_trainer(home_copy, trickle.url, MNIST_SHA256=KERAS_MNIST_SHA256),
          lambda run: download_started(home_copy)),
         # Many epochs so that the kill after the first one lands inside model.fit.
-        ("mid-training", lambda: TrainerRun(home_copy, mnist_http.url(), EPOCHS="50"),
+        ("mid-training", lambda: quick_trainer(home_copy, mnist_http.url(), EPOCHS="50"),
          lambda run: lambda: any(line.startswith("epoch 1/50") for line in run.lines)),
         # The Keras file appears first; the ONNX export and its check follow, still in staging.
-        ("mid-save", lambda: TrainerRun(home_copy, mnist_http.url()),
+        ("mid-save", lambda: quick_trainer(home_copy, mnist_http.url()),
          lambda run: staged_file(store, "model.keras")),
-        ("between save and rename", lambda: TrainerRun(home_copy, mnist_http.url(), driver=KILL_BEFORE_RENAME),
+        ("between save and rename", lambda: quick_trainer(home_copy, mnist_http.url(), driver=KILL_BEFORE_RENAME),
          None),
     ]
     for stage, start, killed_when in stages:
@@ -202,7 +163,7 @@ def test_sigkill_at_every_stage_of_a_publish_loses_nothing(home_copy, mnist_http
         assert served_version(server.url) == 1, f"{stage}: the server stopped serving version 1"
 
     # Every kind of debris is now on the volume; the next ordinary run must not mind it.
-    finished = TrainerRun(home_copy, mnist_http.url())
+    finished = quick_trainer(home_copy, mnist_http.url())
     assert finished.finish() == 0, finished.output()
     assert store.versions() == [1, 2]
     assert cached_dataset() == dataset_before
@@ -235,7 +196,7 @@ def small_store_disk(home_copy: Path) -> Iterator[Path]:
 def test_disk_full_while_publishing_is_a_clear_error_and_leaves_nothing(home_copy, small_store_disk, mnist_http):
     store = ModelStore(small_store_disk)
     version_one = tree_digest(store.version_dir(1))
-    run = TrainerRun(home_copy, mnist_http.url())
+    run = quick_trainer(home_copy, mnist_http.url())
     code = run.finish()
     output = run.output()
     assert code == 1, output

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, trainer_env
 
 
 class TrainerProcess:
-    def __init__(self, home: Path, url: str, **env: str) -> None:
+    def __init__(self, home: Path, url: str, driver: str | None = None, **env: str) -> None:
+        """`python -m trainer`, or `python -c driver` (a script that patches the trainer, then runs it)."""
+        command = [sys.executable, "-c", driver] if driver else [sys.executable, "-m", "trainer"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "trainer"], cwd=ROOT, env=trainer_env(home, url, **env),
+            command, cwd=ROOT, env=trainer_env(home, url, **env),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []
@@ -33,13 +36,21 @@ class TrainerProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def wait_for_line(self, pattern: str, timeout: float) -> None:
-        """Until a line matches `pattern`; fails with the output if the process ends or time runs out."""
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+        """Until `condition()`; fails with the output (killing the trainer) if it ends or time runs out."""
         deadline = time.monotonic() + timeout
-        while not any(re.search(pattern, line) for line in list(self.lines)):
-            assert self.process.poll() is None, f"trainer exited {self.process.returncode}:\n{self.output()}"
-            assert time.monotonic() < deadline, f"no line like {pattern!r} after {timeout} s:\n{self.output()}"
-            time.sleep(0.1)
+        while not condition():
+            if self.process.poll() is not None:
+                self._reader.join(5)
+                pytest.fail(f"trainer exited ({self.process.returncode}) before {what}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                pytest.fail(f"no {what} after {timeout} s:\n{self.output()}")
+            time.sleep(0.01)
+
+    def wait_for_line(self, pattern: str, timeout: float) -> None:
+        self.wait_for(lambda: any(re.search(pattern, line) for line in list(self.lines)),
+                      f"line like {pattern!r}", timeout)
 
     def kill(self) -> int:
         self.process.send_signal(signal.SIGKILL)
