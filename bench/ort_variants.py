@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_HOME, load_average, median, write_part
+from bench.common import BENCH_HOME, ROOT, load_average, median, write_part
 
 TIMED_SIZES = (1, 32, 256)
 MIX = (1, 32, 256, 1024, 7, 100, 512, 3, 1000, 64, 300, 17)  # one server-like sequence, up to MAX_BATCH_SIZE
@@ -162,8 +162,8 @@ def main() -> dict[str, Any]:
                   + f"  after mix RSS {entry['memory_after_mix']['rss_mib']} MiB"
                   f" PSS {entry['memory_after_mix']['pss_mib']} MiB", flush=True)
     variants = {variant: {"what": what, **pooled(runs[variant])} for variant, what in VARIANTS.items()}
-    result = {"model": str(path), "seconds_per_size": SECONDS_PER_SIZE, "rounds": ROUNDS, "mix": list(MIX),
-              "mix_rounds": MIX_ROUNDS, "variants": variants, "load_after": load_average()}
+    result = {"model": str(path.relative_to(ROOT)), "seconds_per_size": SECONDS_PER_SIZE, "rounds": ROUNDS,
+              "mix": list(MIX), "mix_rounds": MIX_ROUNDS, "variants": variants, "load_after": load_average()}
     write_part("ort", result)
     return result
 

@@ -365,8 +365,8 @@ def main() -> dict[str, Any]:
             port = free_port()  # a fresh port per start: a server's lingering sockets cannot disturb the next
             rounds[name].append(one_round(specs(model, port)[name], port, bodies, expected))
     servers = {name: {"what": available[name].what, **pooled(rounds[name])} for name in wanted}
-    result = {"seconds_per_case": SECONDS, "warmup_seconds": WARMUP, "rounds": ROUNDS, "model": str(model),
-              "servers": servers, "load_after": load_average()}
+    result = {"seconds_per_case": SECONDS, "warmup_seconds": WARMUP, "rounds": ROUNDS,
+              "model": str(model.relative_to(ROOT)), "servers": servers, "load_after": load_average()}
     write_part("peers", result)
     return result
 

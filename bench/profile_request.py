@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+import os
 import subprocess
 import sys
 import threading
@@ -55,8 +56,9 @@ def main() -> None:
         figures: dict[str, object] = {}
         load = threading.Thread(target=lambda: figures.update(wrk(url, body, 16, SECONDS + 4)))
         load.start()
-        subprocess.run([spy, "record", "--pid", str(worker), "--duration", str(SECONDS), "--rate", "250",
-                        "--nonblocking", "--format", "flamegraph", "-o", str(SVG)], check=True, capture_output=True)
+        subprocess.run([os.path.relpath(spy, ROOT), "record", "--pid", str(worker), "--duration", str(SECONDS), "--rate", "250",
+                        "--nonblocking", "--format", "flamegraph", "-o", str(SVG.relative_to(ROOT))], check=True,
+                       capture_output=True, cwd=ROOT)
         load.join()
     finally:
         server.stop()
