@@ -11,8 +11,8 @@ to bench/profile-request.txt.
 from __future__ import annotations
 
 import html
-import re
 import os
+import re
 import subprocess
 import sys
 import threading
