@@ -56,9 +56,10 @@ def main() -> None:
         figures: dict[str, object] = {}
         load = threading.Thread(target=lambda: figures.update(wrk(url, body, 16, SECONDS + 4)))
         load.start()
-        subprocess.run([os.path.relpath(spy, ROOT), "record", "--pid", str(worker), "--duration", str(SECONDS), "--rate", "250",
-                        "--nonblocking", "--format", "flamegraph", "-o", str(SVG.relative_to(ROOT))], check=True,
-                       capture_output=True, cwd=ROOT)
+        # Paths relative to the repo: py-spy writes its command line into the SVG's title.
+        record = [os.path.relpath(spy, ROOT), "record", "--pid", str(worker), "--duration", str(SECONDS),
+                  "--rate", "250", "--nonblocking", "--format", "flamegraph", "-o", str(SVG.relative_to(ROOT))]
+        subprocess.run(record, check=True, capture_output=True, cwd=ROOT)
         load.join()
     finally:
         server.stop()
