@@ -18,6 +18,7 @@ from server.protocols import v2
 from server.routes.samples import MAX_COLS, MAX_GRID, MAX_LIMIT, MAX_SCALE
 from server.services import EXTENSION
 from shared.config import MODEL_NAME
+from shared.image import IMAGE_PIXELS, IMAGE_SIDE
 
 JSON = "application/json"
 _ERRORS = {
@@ -82,9 +83,11 @@ def _schemas(max_batch: int) -> dict[str, Any]:
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {
             "error": {"type": "string"}, "ready": {"type": "boolean"}, "name": {"type": "string"}}},
-        "Image28x28": _array(_array(pixel, 28), 28, description="28 rows of 28 pixel values 0..255"),
-        "Image784": _array(pixel, 784, description="784 pixel values 0..255, row by row"),
-        "Image28x28x1": _array(_array(_array(pixel, 1), 28), 28, description="28x28x1 pixel values 0..255"),
+        "Image28x28": _array(_array(pixel, IMAGE_SIDE), IMAGE_SIDE,
+                             description=f"{IMAGE_SIDE} rows of {IMAGE_SIDE} pixel values 0..255"),
+        "Image784": _array(pixel, IMAGE_PIXELS, description=f"{IMAGE_PIXELS} pixel values 0..255, row by row"),
+        "Image28x28x1": _array(_array(_array(pixel, 1), IMAGE_SIDE), IMAGE_SIDE,
+                               description=f"{IMAGE_SIDE}x{IMAGE_SIDE}x1 pixel values 0..255"),
         "B64Image": {"type": "object", "required": ["b64"], "additionalProperties": False, "properties": {
             "b64": {"type": "string", "format": "byte",
                     "description": "base64 PNG/JPEG of any size; made MNIST-like (grayscale, inverted if "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
-INPUT_SHAPE = (28, 28, 1)
+from shared.image import IMAGE_SHAPE
+
+INPUT_SHAPE = (*IMAGE_SHAPE, 1)  # one grey channel
 NUM_CLASSES = 10
 
 
