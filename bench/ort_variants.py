@@ -35,6 +35,8 @@ VARIANTS = {
     "arena_same_as_requested": "arena on via a shared OrtArenaCfg, arena_extend_strategy kSameAsRequested",
     "arena_shrink": "arena on, each run shrinks it afterwards (run option memory.enable_memory_arena_shrinkage)",
     "arena_bucketed": "arena on (kSameAsRequested) and batches padded up to a power of two (fewer distinct shapes)",
+    "arena_chunk8": "arena on (defaults); batches run in slices of at most 8 images",
+    "arena_chunk16": "arena on (defaults); batches run in slices of at most 16 images",
     "arena_chunk32": "arena on (defaults); batches run in slices of at most 32 images",
     "arena_chunk64": "arena on (defaults); batches run in slices of at most 64 images",
     "arena_chunk128": "arena on (defaults); batches run in slices of at most 128 images",

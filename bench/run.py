@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
+from bench.http_bench import COMPOSE_SERVER_ENV
+from server.backends import RUN_SLICE
 
 PARTS = ("training", "inference", "http")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
@@ -27,6 +29,8 @@ OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench",
                     "peers": "bench.peers_bench"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
+
+LAYOUT = f"{COMPOSE_SERVER_ENV['WEB_CONCURRENCY']} gthread workers x {COMPOSE_SERVER_ENV['THREADS']} threads"
 
 
 def run_parts(parts: list[str], epochs: int) -> None:
@@ -187,7 +191,7 @@ def ort_section(ort: dict[str, Any]) -> list[str]:
         " / wall ms per call in one thread (CPU time counts page faults and is what other jobs on the shared cores"
         f" disturb least), medians of {ort.get('rounds', 1)} alternating round(s); then RSS and PSS of the"
         f" process after {ort['mix_rounds']} rounds of batches {', '.join(map(str, ort['mix']))}. The server"
-        " keeps the arena on and runs batches in slices of `RUN_SLICE` = 64 images (`server/backends.py`).",
+        f" keeps the arena on and runs batches in slices of `RUN_SLICE` = {RUN_SLICE} images (`server/backends.py`).",
         "",
         *table(["variant", "what", "batch 1 CPU / wall ms", "batch 32", "batch 256", "RSS MiB after mix",
                 "PSS MiB after mix"], rows),
@@ -206,7 +210,7 @@ def accept_section(accept: dict[str, Any]) -> list[str]:
         f"Batch 1 JSON on `/predict`, wrk with {accept['connections']} keep-alive connections, {accept['runs']} runs of"
         f" {accept['seconds_per_run']} s per layout against one server (`python -m bench.accept_bench`); each run"
         " opens fresh connections. The spread is each worker's established connections mid-run. The server uses"
-        " `reuse_port = True` (server/gunicorn.conf.py) and 2 workers x 4 threads.",
+        f" `reuse_port = True` (server/gunicorn.conf.py) and {LAYOUT} by default.",
         "",
         *table(["layout", "median req/s", "min - max req/s", "median p99 ms", "connections per worker, each run"],
                rows),
@@ -222,7 +226,7 @@ def batching_section(batching: dict[str, Any]) -> list[str]:
     return [
         f"## Adaptive batching off and on ({measured(batching)})",
         "",
-        f"Our server (2 workers x 4 threads) started afresh per variant, v2 JSON, wrk {batching['seconds_per_case']} s"
+        f"Our server ({LAYOUT}) started afresh per variant, v2 JSON, wrk {batching['seconds_per_case']} s"
         f" per case, medians of {batching['rounds']} alternating round(s) (`python -m bench.batching_bench`);"
         " req/s / p99 ms; requests per model call from /metrics.",
         "",
@@ -323,8 +327,8 @@ def http_section(http: dict[str, Any]) -> list[str]:
     return [
         f"## HTTP under load: wrk on 127.0.0.1, {http['seconds_per_case']} s per case ({measured(http)})",
         "",
-        "ours = gunicorn `server/gunicorn.conf.py` with docker-compose.yml's server settings (2 gthread workers"
-        " x 4 threads, ONNX Runtime 1 thread each); naive = `bench/naive_server.py` (Flask + Keras"
+        f"ours = gunicorn `server/gunicorn.conf.py` with docker-compose.yml's server settings ({LAYOUT},"
+        " ONNX Runtime 1 thread each); naive = `bench/naive_server.py` (Flask + Keras"
         " `model.predict` on `request.json`, one sync worker). cN = N connections.",
         "",
         *table(["server", "case", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], rows),

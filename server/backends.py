@@ -22,10 +22,11 @@ class Model(Protocol):
 
 
 # Images per ONNX Runtime call. Measured (bench/ort_variants.py, results.md "ONNX Runtime session settings"):
-# with the memory arena on and batches run in slices of 64, batch 256 costs the arena's CPU time (~64 ms on one
-# thread, vs ~100 ms with the arena off, where each call's activations are fresh mmap'd pages) while the arena
-# never grows past a 64-image run (PSS ~80 MiB after a mix of batches up to 1024, vs ~500 MiB unsliced).
-RUN_SLICE = 64
+# with the memory arena on, batch 256 run whole costs ~63 ms on one thread (vs ~98 ms with the arena off, where
+# each call's activations are fresh mmap'd pages) and the arena grows to ~500 MiB after a mix of batches up to
+# 1024. Run in slices of 8 it costs ~57 ms (a slice's activations stay in the CPU's caches) and the process
+# stays under ~80 MiB PSS; slices of 16 / 32 / 64 land in between on both counts.
+RUN_SLICE = 8
 
 
 class OnnxModel:

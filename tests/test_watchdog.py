@@ -73,3 +73,18 @@ def test_a_disarmed_deadline_never_fires(pairs) -> None:
     assert other.recv(10) == b""  # the watchdog has run past the disarmed deadline
     writer.sendall(b"still open")
     assert reader.recv(10) == b"still open"
+
+
+def test_deadlines_later_than_the_next_wake_do_not_wake_the_thread(pairs) -> None:
+    """A request arms two deadlines and disarms them within milliseconds; waking the thread for each
+    cost two thread switches per request, so only an arm that moves the next wake earlier may wake it."""
+    watchdog = Watchdog()
+    reader, _ = pair(pairs)
+    watchdog.arm(reader, LONG)
+    time.sleep(SETTLE)  # the thread runs and goes to sleep until that deadline
+    notified = []
+    notify = watchdog._lock.notify
+    watchdog._lock.notify = lambda *args: notified.append(1) or notify(*args)
+    for _ in range(200):
+        watchdog.disarm(watchdog.arm(reader, LONG))
+    assert len(notified) <= 2, f"{len(notified)} wake-ups for 200 later deadlines"
