@@ -343,12 +343,16 @@ def reference(model: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def main() -> dict[str, Any]:
+def prepare() -> tuple[Path, dict[str, Body], np.ndarray]:
+    """The model, the bodies of every case, and in-process ONNX Runtime's answers to check servers against."""
     model = model_path()
     with np.load(SHARED_MNIST) as archive:
         x_test = archive["x_test"][:256]
-    bodies = write_bodies(x_test)
-    expected = reference(model, x_test)
+    return model, write_bodies(x_test), reference(model, x_test)
+
+
+def main() -> dict[str, Any]:
+    model, bodies, expected = prepare()
     available = specs(model, 0)
     wanted = os.environ.get("BENCH_PEERS", ",".join(available)).split(",")
     unknown = set(wanted) - set(available)

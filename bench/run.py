@@ -24,9 +24,9 @@ from server.backends import RUN_SLICE
 PARTS = ("training", "inference", "http")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
 # accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
-OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers")
+OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability")
 OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "batching": "bench.batching_bench",
-                    "peers": "bench.peers_bench"}
+                    "peers": "bench.peers_bench", "stability": "bench.stability_bench"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -270,6 +270,13 @@ def peers_section(peers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stability_section(check: dict[str, Any]) -> list[str]:
+    return [f"Ours, {check['case']} {len(check['runs'])} times in a row against one start ({measured(check)};"
+            f" {check['seconds_per_run']} s each, fresh connections each run, `python -m bench.stability_bench`): "
+            + ", ".join(f"{run['requests_per_second']} req/s (p99 {run['p99_ms']} ms)" for run in check["runs"])
+            + f"; spread (max - min) / max = {100 * check['spread']:.1f} % (want <= 10 %).", ""]
+
+
 def ours_versus_best(servers: dict[str, Any]) -> list[str]:
     ours = servers["ours"]["cases"]
     rows = []
@@ -392,6 +399,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "batching": ".venv/bin/python -m bench.run --only batching   # optional; BENCH_SECONDS=5 BENCH_ROUNDS=2",
             "profile": ".venv/bin/python -m bench.profile_request   # py-spy flame graph of batch 1 under load",
             "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
+            "stability": ".venv/bin/python -m bench.run --only stability   # ours, A c16 5 times; BENCH_SECONDS",
         },
         **parts,
     }
@@ -432,6 +440,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += batching_section(parts["batching"])
     if parts["peers"]:
         lines += peers_section(parts["peers"])
+    if parts["stability"]:
+        lines += stability_section(parts["stability"])
     lines += targets_section(parts["training"], parts["http"])
     RESULTS_MD.write_text("\n".join(lines))
     return results

@@ -1,0 +1,50 @@
+"""Is our A c16 figure stable? One start of our server, then case A c16 (batch 1 v2 JSON, 16
+connections) BENCH_STABILITY_RUNS times in a row; wrk opens fresh connections each run, so each
+run gets a new spread of connections over the workers. Reports each run and the spread of their
+throughput, (max - min) / max: issue 13 wants at most 10 %.
+
+    python -m bench.stability_bench   # writes bench/tmp/stability.json; optional part `stability` of bench.run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from bench.common import load_average, write_part
+from bench.peers_bench import CASES, SECONDS, WARMUP, Running, case_target, check, free_port, prepare, specs, wrk
+
+RUNS = int(os.environ.get("BENCH_STABILITY_RUNS", "5"))
+CASE = "A c16"
+
+
+def main() -> dict[str, Any]:
+    model, bodies, expected = prepare()
+    port = free_port()
+    spec = specs(model, port)["ours"]
+    _case, size, kind, connections = next(case for case in CASES if case[0] == CASE)
+    path, body = case_target(spec, kind, size, bodies)
+    server = Running(spec, port)
+    try:
+        check(server, bodies, expected)
+        wrk(server.url + path, body, connections, WARMUP or 1)
+        runs = []
+        for _ in range(RUNS):
+            raw = wrk(server.url + path, body, connections, SECONDS)
+            runs.append({"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+                         "p99_ms": round(raw["p99_us"] / 1000, 2),
+                         "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]})
+            print(f"bench: stability {CASE} {runs[-1]['requests_per_second']:8.1f} req/s"
+                  f" p99 {runs[-1]['p99_ms']:7.2f} ms", flush=True)
+    finally:
+        server.stop()
+    rates = [run["requests_per_second"] for run in runs]
+    result = {"case": CASE, "seconds_per_run": SECONDS, "runs": runs,
+              "spread": round((max(rates) - min(rates)) / max(rates), 3), "load_after": load_average()}
+    write_part("stability", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
