@@ -10,6 +10,7 @@ from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
 from server.model_manager import Loader, ModelManager
 from server.routes import ops, predict, samples, tfserving, v2
+from server.routes.v2_infer import InferRoute
 from server.samples import SampleStore
 from server.services import EXTENSION, Services
 from shared.config import Config
@@ -35,6 +36,7 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
     metrics.install(app)
     for blueprint in (ops.bp, predict.bp, tfserving.bp, v2.bp, samples.bp, web.bp):
         app.register_blueprint(blueprint)
+    app.wsgi_app = InferRoute(app.wsgi_app, app.extensions[EXTENSION], config.max_body_bytes)  # type: ignore[method-assign]
     if watch:
         manager.start(load_first=config.backend == "onnx")
     return app

@@ -23,6 +23,24 @@ GRACE_SECONDS = 0.5
 MIN_BYTES_PER_SECOND = 16 * 1024  # about 130 kbit/s: slower than a 2G link is cut
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(f"request body is larger than the {limit} bytes allowed (MAX_BODY_BYTES)", 413)
+
+
+def read_limited(environ: dict[str, Any], length: int | None, limit: int) -> bytes:
+    """The raw body of `length` bytes (None: chunked): 413 past `limit` (refused from Content-Length alone,
+    nothing read), 408 when it trickles in, 400 when cut short."""
+    if length is not None and length > limit:
+        raise too_large(limit)
+    # A chunked body has no length to check up front: read one byte more than allowed to tell.
+    data = read_body(environ, length if length is not None else limit + 1)
+    if length is None and len(data) > limit:
+        raise too_large(limit)
+    if length is not None and len(data) < length:
+        raise InputError(f"request body incomplete: {len(data)} of {length} bytes (client disconnected?)")
+    return data
+
+
 def read_body(environ: dict[str, Any], wanted: int) -> bytes:
     """Up to `wanted` bytes of the body (less when it ends first), or 408 when it arrives too slowly."""
     stream = environ["wsgi.input"]

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from server import body
 from server.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,8 @@ def register_error_handlers(app: Flask) -> None:
         return error_response(error.message, error.status, error.headers, **error.extra)
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(_error: RequestEntityTooLarge):
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        return error_response(f"request body is larger than the {limit} bytes allowed (MAX_BODY_BYTES)", 413)
+    def too_large(_error: RequestEntityTooLarge):  # Werkzeug's own, from the form parser (multipart uploads)
+        return error_response(body.too_large(app.config["MAX_CONTENT_LENGTH"]).message, 413)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 from flask import Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from server.body import read_body
+from server.body import read_limited
 from server.errors import InputError
 from server.protocols.common import Encoded
 
@@ -17,17 +16,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 def body_bytes() -> bytes:
     """The raw body: 413 past MAX_BODY_BYTES (also when chunked), 408 when it trickles in, 400 when cut short."""
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    length = request.content_length
-    if length is not None and length > limit:
-        raise RequestEntityTooLarge()  # refused from the header alone, nothing read
-    # A chunked body has no length to check up front: read one byte more than allowed to tell.
-    data = read_body(request.environ, length if length is not None else limit + 1)
-    if length is None and len(data) > limit:
-        raise RequestEntityTooLarge()
-    if length is not None and len(data) < length:
-        raise InputError(f"request body incomplete: {len(data)} of {length} bytes (client disconnected?)")
-    return data
+    return read_limited(request.environ, request.content_length, current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def respond(encoded: Encoded, status: int = 200) -> Response:

@@ -86,7 +86,10 @@ class ModelStore:
         return self.base_path / str(version)
 
     def has_version(self, version: int) -> bool:
-        return self.version_dir(version).is_dir()
+        try:
+            return self.version_dir(version).is_dir()
+        except OSError:  # e.g. a requested version of hundreds of digits: a name too long to exist
+            return False
 
     def metadata(self, version: int) -> dict[str, Any]:
         path = self.version_dir(version) / METADATA_FILE

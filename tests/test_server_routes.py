@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,44 @@ def test_v2_malformed_binary_is_a_json_400(client) -> None:
     assert_error(client.post("/v2/models/mnist/infer", data=body), 400, v2.HEADER_LENGTH)
     headers[v2.HEADER_LENGTH] = str(len(body) + 5)
     assert_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "has only")
+
+
+def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, monkeypatch, caplog) -> None:
+    """routes/v2_infer.py answers these POSTs ahead of Flask: no request context, yet Flask's 405 for other
+    methods, the same request metrics (labelled with Flask's rule), and an unexpected error as a logged JSON 500."""
+    import flask
+    from prometheus_client import REGISTRY
+
+    from server.routes.v2_infer import SERVED_RULE, VERSION_RULE
+
+    plane = app.extensions["mnist"].plane
+    contexts = []
+    infer = plane.infer
+    monkeypatch.setattr(plane, "infer", lambda request: contexts.append(flask.has_request_context()) or infer(request))
+    def counts() -> list[float | None]:
+        return [REGISTRY.get_sample_value(name, labels) for rule in (SERVED_RULE, VERSION_RULE)
+                for name, labels in (("mnist_http_requests_total", {"method": "POST", "route": rule, "status": "200"}),
+                                     ("mnist_http_request_duration_seconds_count", {"route": rule}))]
+
+    before = [count or 0.0 for count in counts()]
+    body, headers = v2_binary(DIGITS)
+    for path in ("/v2/models/mnist/infer", "/v2/models/mnist/versions/1/infer"):
+        assert client.post(path, data=body, headers=headers).status_code == 200
+        response = client.get(path)
+        assert_error(response, 405)
+        assert "POST" in response.headers["Allow"]
+    assert contexts == [False, False]
+    assert counts() == [count + 1 for count in before]
+    assert_error(client.post("/v2/models/mnist/versions/" + "9" * 500 + "/infer", data=body, headers=headers), 404)
+
+    def broken(_request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(plane, "infer", broken)
+    with caplog.at_level(logging.ERROR):
+        assert_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 500, "internal server error")
+    assert "a bug" not in client.post("/v2/models/mnist/infer", data=body, headers=headers).get_data(as_text=True)
+    assert any(record.exc_info and "a bug" in record.getMessage() for record in caplog.records)
 
 
 # -- limits, auth -------------------------------------------------------------------------------------------

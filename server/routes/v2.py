@@ -1,16 +1,15 @@
 """Open Inference Protocol v2 (`/v2...`: KServe, Triton's clients) over server.protocols.v2.
 
 Health, server and model metadata, readiness and infer, for the served version and for a
-numbered one (`/v2/models/mnist/versions/{v}/...`, the version folders of the store).
+numbered one (`/v2/models/mnist/versions/{v}/...`, the version folders of the store). Infer itself
+is answered ahead of Flask (server/routes/v2_infer.py); its URL rules are registered here.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 
-from server.auth import require_token
 from server.errors import Unavailable
-from server.params import body_bytes, respond
 from server.protocols import v2
 from server.services import services
 from shared.config import MODEL_NAME
@@ -59,10 +58,7 @@ def model_ready(version: int | None = None):
     return {"name": MODEL_NAME, "ready": True}
 
 
-@bp.post(MODEL + "/infer")
-@bp.post(VERSION + "/infer")
-@require_token
-def infer(version: int | None = None):
-    plane = services().plane
-    decoded = v2.decode(body_bytes(), request.headers.get(v2.HEADER_LENGTH), plane.max_batch_size, version)
-    return respond(v2.encode(plane.infer(decoded), decoded))
+# POST .../infer is answered ahead of Flask (routes/v2_infer.py); the rules stay here, without a view,
+# so that other methods get Flask's 405 and the OpenAPI document lists them.
+bp.add_url_rule(MODEL + "/infer", endpoint="infer", methods=["POST"])
+bp.add_url_rule(VERSION + "/infer", endpoint="infer", methods=["POST"])
