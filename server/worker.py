@@ -9,7 +9,7 @@ the `pre_request` hook in gunicorn.conf.py, which gunicorn calls when the header
 
 Keep-alive: after each answer gthread hands the connection back to its poller thread, which
 hands it to the thread pool again when the next request arrives: three thread wake-ups per
-request, about a quarter of a batch-1 request's cost (bench/profile-request.txt). Here the
+request, about a quarter of a batch-1 request's worker samples in py-spy before this. Here the
 thread that answered keeps the connection for up to LINGER_SECONDS when no other connection is
 waiting for a thread, and serves the next request itself. When one is waiting, the connection
 goes back to the poller as before, so no connection can hold a thread while another waits.
