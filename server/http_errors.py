@@ -10,20 +10,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from server import body
 from server.errors import ApiError
+from server.protocols.common import error_answer
 
 log = logging.getLogger(__name__)
+INTERNAL_ERROR = "internal server error (see the server log)"
 
 
 def error_response(message: str, status: int, headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    response = jsonify({"error": message, **extra})
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+    body, answer_headers = error_answer(message, headers, **extra)
+    return Response(body, status=status, headers=answer_headers)
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -46,4 +46,4 @@ def register_error_handlers(app: Flask) -> None:
     def unexpected(error: Exception):
         # Never expected: tests prove that bad input gets a 4xx. Log the traceback for the operator.
         log.exception("unhandled error: %s", error)
-        return error_response("internal server error (see the server log)", 500)
+        return error_response(INTERNAL_ERROR, 500)

@@ -89,6 +89,12 @@ def json_answer(value: Any) -> Encoded:
     return dump_json(value), {"Content-Type": JSON_TYPE}
 
 
+def error_answer(message: str, headers: dict[str, str] | None = None, **extra: Any) -> Encoded:
+    """Every error's body, `{"error": "<what was wrong>", ...}`, with its extra headers."""
+    body, json_headers = json_answer({"error": message, **extra})
+    return body, {**json_headers, **(headers or {})}
+
+
 # -- turning request data into validated (N, 28, 28) float32 pixels ------------------------------
 
 def check_batch_size(count: int, limit: int) -> None:

@@ -24,8 +24,9 @@ from server import metrics
 from server.auth import check_token
 from server.body import read_limited
 from server.errors import ApiError
+from server.http_errors import INTERNAL_ERROR
 from server.protocols import v2
-from server.protocols.common import JSON_TYPE, Encoded, dump_json
+from server.protocols.common import Encoded, error_answer
 from server.services import Services
 from shared.config import MODEL_NAME
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 SERVED_RULE = f"/v2/models/{MODEL_NAME}/infer"
 VERSION_RULE = f"/v2/models/{MODEL_NAME}/versions/<int:version>/infer"  # Flask's spelling: the metrics label
 _PATH = re.compile(rf"/v2/models/{re.escape(MODEL_NAME)}(?:/versions/([0-9]+))?/infer")
-_INTERNAL = "internal server error (see the server log)"
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -68,8 +68,7 @@ class InferRoute:
                                 version)
             return 200, v2.encode(plane.infer(decoded), decoded)
         except ApiError as error:
-            return error.status, (dump_json({"error": error.message, **error.extra}),
-                                  {"Content-Type": JSON_TYPE, **error.headers})
+            return error.status, error_answer(error.message, error.headers, **error.extra)
         except Exception as error:  # never expected: tests prove bad input gets a 4xx
             log.exception("unhandled error: %s", error)
-            return 500, (dump_json({"error": _INTERNAL}), {"Content-Type": JSON_TYPE})
+            return 500, error_answer(INTERNAL_ERROR)
