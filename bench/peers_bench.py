@@ -247,6 +247,14 @@ def wrk(url: str, body: Body, connections: int, seconds: int) -> dict[str, Any]:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def figures(raw: dict[str, Any], size: int) -> dict[str, Any]:
+    """One wrk run (bench/post.lua's JSON line) as the figures the reports use."""
+    per_second = raw["requests"] / (raw["duration_us"] / 1e6)
+    return {"requests_per_second": round(per_second, 1), "images_per_second": round(per_second * size, 1),
+            "p50_ms": round(raw["p50_us"] / 1000, 2), "p99_ms": round(raw["p99_us"] / 1000, 2),
+            "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]}
+
+
 def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
     seconds = {}
     for process in processes:
@@ -292,12 +300,7 @@ def one_round(spec: Spec, port: int, bodies: dict[str, Body], expected: np.ndarr
             path, body = case_target(spec, kind, size, bodies)
             if WARMUP:
                 wrk(server.url + path, body, connections, WARMUP)
-            raw = wrk(server.url + path, body, connections, SECONDS)
-            per_second = raw["requests"] / (raw["duration_us"] / 1e6)
-            cases[case] = {"requests_per_second": round(per_second, 1),
-                           "images_per_second": round(per_second * size, 1),
-                           "p50_ms": round(raw["p50_us"] / 1000, 2), "p99_ms": round(raw["p99_us"] / 1000, 2),
-                           "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]}
+            cases[case] = figures(wrk(server.url + path, body, connections, SECONDS), size)
             print(f"bench: {spec.name:12s} {case:6s} {cases[case]['requests_per_second']:8.1f} req/s"
                   f" {cases[case]['images_per_second']:9.1f} images/s p50 {cases[case]['p50_ms']:7.2f} ms"
                   f" p99 {cases[case]['p99_ms']:7.2f} ms errors {cases[case]['errors']}", flush=True)

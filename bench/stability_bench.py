@@ -13,7 +13,19 @@ import os
 from typing import Any
 
 from bench.common import load_average, write_part
-from bench.peers_bench import CASES, SECONDS, WARMUP, Running, case_target, check, free_port, prepare, specs, wrk
+from bench.peers_bench import (
+    CASES,
+    SECONDS,
+    WARMUP,
+    Running,
+    case_target,
+    check,
+    figures,
+    free_port,
+    prepare,
+    specs,
+    wrk,
+)
 
 RUNS = int(os.environ.get("BENCH_STABILITY_RUNS", "5"))
 CASE = "A c16"
@@ -31,10 +43,7 @@ def main() -> dict[str, Any]:
         wrk(server.url + path, body, connections, WARMUP or 1)
         runs = []
         for _ in range(RUNS):
-            raw = wrk(server.url + path, body, connections, SECONDS)
-            runs.append({"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-                         "p99_ms": round(raw["p99_us"] / 1000, 2),
-                         "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]})
+            runs.append(figures(wrk(server.url + path, body, connections, SECONDS), size))
             print(f"bench: stability {CASE} {runs[-1]['requests_per_second']:8.1f} req/s"
                   f" p99 {runs[-1]['p99_ms']:7.2f} ms", flush=True)
     finally:
