@@ -129,6 +129,21 @@ def numeric_array(values: Any, what: str, integers_only: bool = False) -> np.nda
     return array
 
 
+def byte_values(values: Any) -> np.ndarray | None:
+    """A flat list of integers 0..255 -> uint8 array, or None when `values` is anything else.
+
+    `bytes()` checks every element in one C pass (about 1.3 ms for 256 images, against 4.5 ms for
+    `np.asarray`'s type inference): it refuses floats, strings, None, lists and values outside
+    0..255, but takes booleans as 0 and 1, so use it only on JSON text without true or false.
+    """
+    if not isinstance(values, list) or not values:
+        return None
+    try:
+        return np.frombuffer(bytes(values), dtype=np.uint8)
+    except (TypeError, ValueError):
+        return None
+
+
 def batch_of_images(array: np.ndarray, what: str) -> np.ndarray:
     """(N, 28, 28) / (N, 784) / (N, 28, 28, 1) -> (N, 28, 28) float32 (no copy when it already is)."""
     if array.ndim < 2 or array.shape[1:] not in IMAGE_SHAPES:

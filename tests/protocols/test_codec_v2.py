@@ -13,7 +13,7 @@ import pytest
 
 from server.errors import InputError
 from server.protocols import v2
-from server.protocols.common import InferRequest, InferResult, RequestedOutput
+from server.protocols.common import InferRequest, InferResult, RequestedOutput, byte_values
 from shared.preprocess import image_to_mnist, mnist_to_png
 
 LIMIT = 64
@@ -274,6 +274,14 @@ JSON_CASES = [
     (_json_tensor(data=[300] * 784), "between 0 and 255"),
     (_json_tensor(data=[200] * 784, datatype="INT8"), "does not fit INT8"),
     (_json_tensor(data=["a"] * 784), "strings"),
+    # The flat-integer fast path (common.byte_values) takes all of these up to the last value, then refuses it.
+    (_json_tensor(data=[True] * 784), "booleans"),
+    (_json_tensor(data=[0] * 783 + [0.5]), "integers"),
+    (_json_tensor(data=[0] * 783 + [1e2]), "integers"),
+    (_json_tensor(data=[0] * 783 + [256]), "between 0 and 255"),
+    (_json_tensor(data=[0] * 783 + [-1]), "between 0 and 255"),
+    (_json_tensor(data=[0] * 783 + [None]), "non-numeric"),
+    (_json_tensor(data=[0] * 783 + ["7"]), "strings"),
     (_json_tensor(parameters=[1]), "parameters must be an object"),
     (_json_tensor(parameters={"binary_data_size": -1}), "binary_data_size"),
     ({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["not base64!"]}]}, "base64"),
@@ -304,6 +312,32 @@ def test_malformed_json_requests_say_what_is_wrong(request_body, fragment) -> No
 def test_unparsable_bodies_are_400(raw) -> None:
     with pytest.raises(InputError, match="not valid JSON"):
         v2.decode(raw, None, LIMIT)
+
+
+def test_flat_integers_take_the_bytes_fast_path_and_anything_else_does_not() -> None:
+    assert byte_values([0, 7, 255]).dtype == np.uint8 and byte_values([0, 7, 255]).tolist() == [0, 7, 255]
+    for refused in ([], [0, 256], [0, -1], [0, 1.0], [0, "1"], [0, None], [[0, 1]], (0, 1), "01"):
+        assert byte_values(refused) is None, refused
+    assert byte_values([True, False]).tolist() == [1, 0]  # why the JSON text is checked for true/false first
+
+
+@pytest.mark.parametrize(("text", "has"), [
+    (b'{"name": "pixels", "datatype": "UINT8", "data": [0, 1]}', False),
+    (b'{"name": "pixels", "data": [0, true]}', True),
+    (b'{"data": [false, 1], "shape": [2]}', True),
+    (b'{"id": "untrue", "data": [0]}', True),  # a word in a string only costs the fast path, never correctness
+    (b'{"data": [' + b", ".join([b"1e-05"] * (v2._E_LOOKS + 5)) + b', true]}', True),
+    (b'{"data": [' + b", ".join([b"1e-05"] * (v2._E_LOOKS + 5)) + b"]}", False),
+])
+def test_json_text_is_checked_for_booleans_before_the_fast_path(text, has) -> None:
+    assert v2._has_booleans(text, len(text)) is has
+    assert v2._has_booleans(text + b"true", len(text)) is has  # only the JSON part counts, not binary data after it
+
+
+def test_values_after_a_true_in_another_field_still_decode() -> None:
+    entry, _ = tensor(IMAGES, "UINT8", binary=False)
+    decoded = decode_json({"id": "true", "inputs": [entry], "parameters": {"note": False}})
+    np.testing.assert_array_equal(decoded.pixels, IMAGES.astype(np.float32))
 
 
 def test_batch_limit_is_checked_before_any_image_is_decoded() -> None:
