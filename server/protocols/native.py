@@ -19,6 +19,7 @@ from server.protocols.common import (
     instances,
     json_answer,
     json_object,
+    may_hold_booleans,
     npy_body,
 )
 
@@ -46,7 +47,8 @@ def decode(body: bytes, content_type: str | None, max_batch_size: int) -> InferR
     if mimetype in NPY_TYPES:
         return InferRequest(npy_body(body))
     if is_json_type(mimetype):
-        return InferRequest(instances(json_object(body, ("instances",))["instances"], "instances", max_batch_size))
+        return InferRequest(instances(json_object(body, ("instances",))["instances"], "instances", max_batch_size,
+                                      may_hold_booleans(body)))
     raise UnsupportedMediaType(f"unsupported Content-Type {mimetype or 'none'!r}; send application/json,"
                                " multipart/form-data or application/x-npy")
 

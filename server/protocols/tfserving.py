@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from server.errors import InputError, NotFound
-from server.protocols.common import Encoded, InferRequest, InferResult, instances, json_answer, json_object
+from server.protocols.common import (
+    Encoded,
+    InferRequest,
+    InferResult,
+    instances,
+    json_answer,
+    json_object,
+    may_hold_booleans,
+)
 from shared.config import MODEL_NAME
 from shared.image import IMAGE_SIDE
 
@@ -21,20 +29,21 @@ OUTPUT_NAME = "probabilities"
 
 def decode(body: bytes, max_batch_size: int, version: int | None = None) -> InferRequest:
     request = json_object(body)
+    booleans = may_hold_booleans(body)
     signature = request.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise NotFound(f"signature_name {signature!r} not found; this model has {SIGNATURE!r}")
     if ("instances" in request) == ("inputs" in request):
         raise InputError('body must hold exactly one of "instances" (row format) or "inputs" (columnar format)')
     if "instances" in request:
-        return InferRequest(instances(request["instances"], "instances", max_batch_size), version,
+        return InferRequest(instances(request["instances"], "instances", max_batch_size, booleans), version,
                             form="predictions")
     inputs = request["inputs"]
     if isinstance(inputs, dict):  # named columnar inputs: this model has exactly one
         if list(inputs) != [INPUT_NAME]:
             raise InputError(f'"inputs" must name the one input {INPUT_NAME!r}, got {list(inputs)}')
         inputs = inputs[INPUT_NAME]
-    return InferRequest(instances(inputs, "inputs", max_batch_size), version, form="outputs")
+    return InferRequest(instances(inputs, "inputs", max_batch_size, booleans), version, form="outputs")
 
 
 def encode(result: InferResult, request: InferRequest) -> Encoded:

@@ -51,6 +51,19 @@ def test_native_json_and_npy_in_every_shape(shape, form) -> None:
     np.testing.assert_array_equal(decoded.pixels, IMAGES)
 
 
+def test_native_fractional_and_boolean_free_bodies_keep_their_values() -> None:
+    # Integer bodies take common.byte_array's fast path; one fraction at the very end sends the batch back to
+    # numpy, and a "true" elsewhere in the text skips the fast path: both must give the same pixels.
+    images = IMAGES.astype(np.float32)
+    images[-1, -1, -1] = 0.5
+    rows = images.tolist()
+    rows[-1][-1][-1] = 0.5
+    decoded = native.decode(json.dumps({"instances": rows}).encode(), "application/json", LIMIT)
+    np.testing.assert_array_equal(decoded.pixels, images)
+    body = json.dumps({"instances": IMAGES.tolist(), "note": True}).encode()
+    np.testing.assert_array_equal(native.decode(body, "application/json", LIMIT).pixels, IMAGES)
+
+
 def test_native_mixed_instances_and_multipart_in_order() -> None:
     mixed = [IMAGES[0].tolist(), IMAGES[1].ravel().tolist(), {"b64": png_b64(IMAGES[2])}]
     decoded = native.decode(json.dumps({"instances": mixed}).encode(), "application/json; charset=utf-8", LIMIT)

@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from server.errors import InputError
-from server.protocols import v2
-from server.protocols.common import InferRequest, InferResult, RequestedOutput, byte_values
+from server.protocols import common, v2
+from server.protocols.common import InferRequest, InferResult, RequestedOutput, byte_array, may_hold_booleans
 from shared.preprocess import image_to_mnist, mnist_to_png
 
 LIMIT = 64
@@ -274,7 +274,7 @@ JSON_CASES = [
     (_json_tensor(data=[300] * 784), "between 0 and 255"),
     (_json_tensor(data=[200] * 784, datatype="INT8"), "does not fit INT8"),
     (_json_tensor(data=["a"] * 784), "strings"),
-    # The flat-integer fast path (common.byte_values) takes all of these up to the last value, then refuses it.
+    # The integer fast path (common.byte_array) takes all of these up to the last value, then refuses it.
     (_json_tensor(data=[True] * 784), "booleans"),
     (_json_tensor(data=[0] * 783 + [0.5]), "integers"),
     (_json_tensor(data=[0] * 783 + [1e2]), "integers"),
@@ -314,11 +314,16 @@ def test_unparsable_bodies_are_400(raw) -> None:
         v2.decode(raw, None, LIMIT)
 
 
-def test_flat_integers_take_the_bytes_fast_path_and_anything_else_does_not() -> None:
-    assert byte_values([0, 7, 255]).dtype == np.uint8 and byte_values([0, 7, 255]).tolist() == [0, 7, 255]
-    for refused in ([], [0, 256], [0, -1], [0, 1.0], [0, "1"], [0, None], [[0, 1]], (0, 1), "01"):
-        assert byte_values(refused) is None, refused
-    assert byte_values([True, False]).tolist() == [1, 0]  # why the JSON text is checked for true/false first
+def test_integer_lists_take_the_bytes_fast_path_and_anything_else_does_not() -> None:
+    assert byte_array([0, 7, 255]).dtype == np.uint8 and byte_array([0, 7, 255]).tolist() == [0, 7, 255]
+    nested = IMAGES.tolist()
+    assert byte_array(nested).shape == (3, 28, 28) and np.array_equal(byte_array(nested), IMAGES)
+    assert byte_array([[[1], [2]], [[3], [4]]]).shape == (2, 2, 1)
+    for refused in ([], [0, 256], [0, -1], [0, 1.0], [0, "1"], [0, None], (0, 1), "01",
+                    [[0, 1], [2]], [[0, 1], 2], [[0, 1], [2, [3]]], [[[0]], [1]], [[0, 1], "ab"], [[], []],
+                    [[0, 1], {"a": 1, "b": 2}], [[0, 1.5]]):
+        assert byte_array(refused) is None, refused
+    assert byte_array([True, False]).tolist() == [1, 0]  # why the JSON text is checked for true/false first
 
 
 @pytest.mark.parametrize(("text", "has"), [
@@ -326,12 +331,12 @@ def test_flat_integers_take_the_bytes_fast_path_and_anything_else_does_not() -> 
     (b'{"name": "pixels", "data": [0, true]}', True),
     (b'{"data": [false, 1], "shape": [2]}', True),
     (b'{"id": "untrue", "data": [0]}', True),  # a word in a string only costs the fast path, never correctness
-    (b'{"data": [' + b", ".join([b"1e-05"] * (v2._E_LOOKS + 5)) + b', true]}', True),
-    (b'{"data": [' + b", ".join([b"1e-05"] * (v2._E_LOOKS + 5)) + b"]}", False),
+    (b'{"data": [' + b", ".join([b"1e-05"] * (common._E_LOOKS + 5)) + b', true]}', True),
+    (b'{"data": [' + b", ".join([b"1e-05"] * (common._E_LOOKS + 5)) + b"]}", False),
 ])
 def test_json_text_is_checked_for_booleans_before_the_fast_path(text, has) -> None:
-    assert v2._has_booleans(text, len(text)) is has
-    assert v2._has_booleans(text + b"true", len(text)) is has  # only the JSON part counts, not binary data after it
+    assert may_hold_booleans(text) is has
+    assert may_hold_booleans(text + b"true", len(text)) is has  # only the JSON part counts, not binary data after it
 
 
 def test_values_after_a_true_in_another_field_still_decode() -> None:
