@@ -173,6 +173,12 @@ def byte_array(values: Any) -> np.ndarray | None:
         return None
 
 
+def json_pixels(values: Any, what: str, text_has_booleans: bool, integers_only: bool = False) -> np.ndarray:
+    """`numeric_array` for values parsed from JSON, through `byte_array` when the text cannot hold booleans."""
+    array = None if text_has_booleans else byte_array(values)
+    return numeric_array(values, what, integers_only) if array is None else array
+
+
 def batch_of_images(array: np.ndarray, what: str) -> np.ndarray:
     """(N, 28, 28) / (N, 784) / (N, 28, 28, 1) -> (N, 28, 28) float32 (no copy when it already is)."""
     if array.ndim < 2 or array.shape[1:] not in IMAGE_SHAPES:
@@ -209,18 +215,16 @@ def b64_image(item: dict[str, Any], what: str) -> np.ndarray:
     return image_bytes(b64_bytes(item["b64"], what), what)
 
 
-def instances(items: Any, field: str, max_batch_size: int, booleans: bool = True) -> np.ndarray:
+def instances(items: Any, field: str, max_batch_size: int, text_has_booleans: bool = True) -> np.ndarray:
     """A JSON list of instances (pixel arrays and/or {"b64": ...} images) -> (N, 28, 28) float32.
 
-    `booleans`: whether the JSON text may hold true/false (`may_hold_booleans`); when not, integer pixels
-    take `byte_array`'s fast path."""
+    `text_has_booleans`: what `may_hold_booleans` said of the JSON text (False allows the fast path)."""
     if not isinstance(items, list) or not items:
         raise InputError(f'"{field}" must be a non-empty list of images')
     check_batch_size(len(items), max_batch_size)
     if not any(isinstance(item, dict) for item in items):
         try:  # fast path: one conversion for the whole batch
-            array = None if booleans else byte_array(items)
-            return batch_of_images(numeric_array(items, f'"{field}"') if array is None else array, f'"{field}"')
+            return batch_of_images(json_pixels(items, f'"{field}"', text_has_booleans), f'"{field}"')
         except InputError:
             pass  # find the first bad instance below, for a precise message
     images = []

@@ -29,21 +29,21 @@ OUTPUT_NAME = "probabilities"
 
 def decode(body: bytes, max_batch_size: int, version: int | None = None) -> InferRequest:
     request = json_object(body)
-    booleans = may_hold_booleans(body)
+    text_has_booleans = may_hold_booleans(body)
     signature = request.get("signature_name", SIGNATURE)
     if signature != SIGNATURE:
         raise NotFound(f"signature_name {signature!r} not found; this model has {SIGNATURE!r}")
     if ("instances" in request) == ("inputs" in request):
         raise InputError('body must hold exactly one of "instances" (row format) or "inputs" (columnar format)')
     if "instances" in request:
-        return InferRequest(instances(request["instances"], "instances", max_batch_size, booleans), version,
+        return InferRequest(instances(request["instances"], "instances", max_batch_size, text_has_booleans), version,
                             form="predictions")
     inputs = request["inputs"]
     if isinstance(inputs, dict):  # named columnar inputs: this model has exactly one
         if list(inputs) != [INPUT_NAME]:
             raise InputError(f'"inputs" must name the one input {INPUT_NAME!r}, got {list(inputs)}')
         inputs = inputs[INPUT_NAME]
-    return InferRequest(instances(inputs, "inputs", max_batch_size, booleans), version, form="outputs")
+    return InferRequest(instances(inputs, "inputs", max_batch_size, text_has_booleans), version, form="outputs")
 
 
 def encode(result: InferResult, request: InferRequest) -> Encoded:

@@ -40,11 +40,11 @@ from server.protocols.common import (
     b64_bytes,
     b64_image,
     batch_of_images,
-    byte_array,
     check_batch_size,
     dump_json,
     image_bytes,
     json_object,
+    json_pixels,
     may_hold_booleans,
     numeric_array,
 )
@@ -125,9 +125,7 @@ class _Tensor:
             self._check_count(len(items), "data holds")
             return np.stack([self._json_image(item, f"{self.what} element {i}") for i, item in enumerate(items)])
         dtype = np.dtype(NUMERIC[self.datatype])
-        array = None if text_has_booleans else byte_array(self.data)  # the fast path: integers 0..255
-        if array is None:
-            array = numeric_array(self.data, self.what, integers_only=dtype.kind in "iu")
+        array = json_pixels(self.data, self.what, text_has_booleans, integers_only=dtype.kind in "iu")
         self._check_count(array.size, "data holds")
         if dtype.kind in "iu" and array.max() > np.iinfo(dtype).max:
             raise InputError(f"{self.what}: value {array.max()} does not fit {self.datatype}")
