@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from server import batching, metrics, model_slots, web
+from server import batching, metrics, web
 from server.backends import load_model
 from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
@@ -29,9 +29,9 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     manager = ModelManager(config, loader)
-    plane = DataPlane(manager, config.max_batch_size, batching.from_config(config, metrics.observe_batch),
-                      model_slots.inherited())
-    app.extensions[EXTENSION] = Services(config, manager, plane, SampleStore(config.dataset_path))
+    app.extensions[EXTENSION] = Services(config, manager, DataPlane(manager, config.max_batch_size,
+                                                                 batching.from_config(config, metrics.observe_batch)),
+                                         SampleStore(config.dataset_path))
     register_error_handlers(app)
     metrics.install(app)
     for blueprint in (ops.bp, predict.bp, tfserving.bp, v2.bp, samples.bp, web.bp):

@@ -22,21 +22,15 @@ from server import metrics
 from server.batching import Batcher
 from server.errors import Unavailable
 from server.model_manager import LoadedModel, ModelManager
-from server.model_slots import ModelSlots
 from server.protocols.common import InferRequest, InferResult, check_batch_size
 from shared.preprocess import scale_pixels
 
-# A call of up to 8 images takes about 2 ms: queueing it behind 256-image calls would only add their wait.
-SLOTTED_MIN_IMAGES = 9
-
 
 class DataPlane:
-    def __init__(self, manager: ModelManager, max_batch_size: int, batcher: Batcher | None = None,
-                 slots: ModelSlots | None = None) -> None:
+    def __init__(self, manager: ModelManager, max_batch_size: int, batcher: Batcher | None = None) -> None:
         self.manager = manager
         self.max_batch_size = max_batch_size
         self.batcher = batcher  # BATCHING: concurrent calls on one model merged (server.batching)
-        self.slots = slots  # MODEL_SLOTS: big calls machine-wide, first come first served (server.model_slots)
 
     def model(self, version: int | None = None) -> LoadedModel:
         """The served model (503 with the reason before one is loaded) or a requested version (404 if unknown)."""
@@ -59,11 +53,6 @@ class DataPlane:
     def _run(self, model: LoadedModel, pixels: np.ndarray) -> np.ndarray:
         """The batcher's seam: (N, 28, 28) float32 0..255 -> (N, 10) float32 probabilities."""
         scaled = scale_pixels(pixels)
-        # Merged calls come from one batch thread per worker and stay under BATCH_MAX_SIZE: no slot.
-        if self.batcher is not None and len(scaled) < self.batcher.max_batch_size:
+        if self.batcher is not None:
             return self.batcher.submit(scaled, model.model.predict)
-        if self.slots is None or len(scaled) < SLOTTED_MIN_IMAGES:
-            return model.model.predict(scaled)
-        with self.slots.hold() as waited:
-            metrics.MODEL_SLOT_WAIT.observe(waited)
-            return model.model.predict(scaled)
+        return model.model.predict(scaled)

@@ -18,17 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared` and `server` importable from anywhere
 
-from server import model_slots
 from shared.config import Config, ConfigError
 
 try:
     _config = Config.from_env()
 except ConfigError as error:
     sys.exit(f"server: {error}")
-
-# Made here, before the fork, so that every worker (and every replacement) shares them.
-_slots = model_slots.from_config(_config)
-model_slots.share(_slots)
 
 bind = f"{_config.bind_host}:{_config.port}"
 workers = _config.workers
@@ -84,14 +79,10 @@ def pre_request(worker, req) -> None:
     worker.log.debug("%s %s", req.method, req.path)
 
 
-def child_exit(server, worker) -> None:
+def child_exit(_server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # drop the dead worker's live gauges
-    if _slots is not None:  # a worker that died mid-call must not keep its slot or its place in the queue
-        freed = _slots.forget(worker.pid)
-        if freed:
-            server.log.warning("worker %s exited with %d model slot ticket(s); freed", worker.pid, freed)
 
 
 def on_exit(_server) -> None:

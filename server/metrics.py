@@ -44,11 +44,6 @@ BATCHING_QUEUE = Histogram(
     "mnist_batching_queue_seconds", "Time a request waited in the batching queue before its model call",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
-# MODEL_SLOTS (server/model_slots.py): how long calls of more than 8 images queued for a machine-wide slot.
-MODEL_SLOT_WAIT = Histogram(
-    "mnist_model_slot_wait_seconds", "Time a large model call waited for a machine-wide model slot",
-    buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
 # One value per live worker (label pid): during a hot reload you can watch each worker move.
 SERVED_VERSION = Gauge("mnist_model_served_version", "Model version this worker serves (0 = none)",
                        multiprocess_mode="liveall")

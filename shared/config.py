@@ -56,12 +56,6 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _slots(text: str) -> int | None:
-    if text.strip().lower() == "auto":
-        return None
-    return _non_negative_int(text)
-
-
 def _port(text: str) -> int:
     value = _int(text)
     if not 1 <= value <= 65535:
@@ -175,10 +169,6 @@ class Config:
                                       "Seconds between checks of the model store for a new version.")
     inference_threads: int = _setting("INFERENCE_THREADS", "1", _positive_int, "server",
                                       "Intra-op threads per worker; workers x threads should not exceed the cores.")
-    model_slots: int | None = _setting("MODEL_SLOTS", "auto", _slots, "server",
-                                       "Model calls of more than 8 images running at once over all workers; the"
-                                       " rest wait in one first-come queue. `auto`: cores / INFERENCE_THREADS;"
-                                       " 0: no limit.")
     max_batch_size: int = _setting("MAX_BATCH_SIZE", "1024", _positive_int, "server", "Most images in one request.")
     max_body_bytes: int = _setting("MAX_BODY_BYTES", str(32 * 1024 * 1024), _positive_int, "server",
                                    "Largest request body accepted; larger ones get 413 without being read.")

@@ -32,7 +32,6 @@ def test_environment_values_are_parsed_to_their_types():
             "RELOAD_INTERVAL": "0.25",
             "MNIST_SHA256": SHARED_MNIST_SHA256.upper(),
             "MODEL_BACKEND": "keras",
-            "MODEL_SLOTS": "3",
         }
     )
     assert config.home == Path("/volume")
@@ -43,8 +42,6 @@ def test_environment_values_are_parsed_to_their_types():
     assert config.reload_interval == 0.25
     assert config.dataset_sha256 == SHARED_MNIST_SHA256  # normalised to lower case
     assert config.backend == "keras"
-    assert config.model_slots == 3
-    assert Config.from_env({"MODEL_SLOTS": "Auto"}).model_slots is None
 
 
 @pytest.mark.parametrize(
@@ -67,8 +64,6 @@ def test_environment_values_are_parsed_to_their_types():
         ("RELOAD_INTERVAL", "inf", "greater than 0"),
         ("PORT", "70000", "1 to 65535"),
         ("KEEP_VERSIONS", "", "whole number"),
-        ("MODEL_SLOTS", "-1", "0 or more"),
-        ("MODEL_SLOTS", "many", "whole number"),
     ],
 )
 def test_a_bad_value_is_one_config_error_naming_the_variable(variable, value, reason):

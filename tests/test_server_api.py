@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ import requests
 from conftest import assert_json_error, promtool_problems
 from PIL import Image
 
-from server.dataplane import SLOTTED_MIN_IMAGES
 from shared import dataset
 from shared.preprocess import mnist_to_png
 
@@ -284,21 +282,6 @@ def test_metrics_aggregate_both_workers(server) -> None:
     served = re.findall(r'mnist_model_served_version\{pid="(\d+)"\} 1\.0', text)
     assert len(set(served)) == 2, f"expected a served-version gauge per worker:\n{text}"
     assert "mnist_model_reloads_total 0.0" in text
-
-
-def test_both_workers_queue_big_calls_on_the_slots_made_before_the_fork(server, digits) -> None:
-    def slotted_calls() -> float:
-        text = requests.get(server.url + "/metrics", timeout=5).text
-        found = re.search(r"mnist_model_slot_wait_seconds_count (\S+)", text)
-        return float(found.group(1)) if found else 0.0
-
-    before = slotted_calls()
-    images, _labels = digits
-    body = {"instances": images[:SLOTTED_MIN_IMAGES].tolist()}
-    with ThreadPoolExecutor(4) as pool:  # new connections: the kernel spreads them over both workers
-        statuses = list(pool.map(lambda _: post_json(server, "/predict", body).status_code, range(16)))
-    assert statuses == [200] * 16
-    assert slotted_calls() == before + 16
 
 
 def test_metrics_of_every_worker_pass_promtool(server) -> None:

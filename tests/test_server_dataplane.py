@@ -3,7 +3,6 @@ and the sample routes' predictions going through it."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +10,9 @@ import pytest
 from conftest import StandInModel, standin_digit
 from prometheus_client import REGISTRY
 
-from server.dataplane import SLOTTED_MIN_IMAGES, DataPlane
+from server.dataplane import DataPlane
 from server.errors import InputError, NotFound, Unavailable
 from server.model_manager import ModelManager
-from server.model_slots import ModelSlots
 from server.protocols.common import InferRequest
 from server.samples import SampleStore
 from shared.config import Config
@@ -94,21 +92,3 @@ def test_sample_predictions_go_through_the_data_plane(standin_home: Path) -> Non
     assert batch_count() == before + 1 and model.images - warmed == 1000  # one cached chunk of 1,000
     samples.predictions(plane, plane.model(), "test", 20, 30)
     assert model.images - warmed == 1000, "the chunk's answers are cached per model version"
-
-
-def test_big_calls_queue_for_a_model_slot_and_small_ones_do_not(standin_home: Path) -> None:
-    slots = ModelSlots(1, queue_places=4)
-    plane = plane_over(standin_home, StandInModel(), max_batch=64)
-    plane.slots = slots
-    waited = REGISTRY.get_sample_value("mnist_model_slot_wait_seconds_count") or 0.0
-    answers: list[list[int]] = []
-    with slots.hold():  # another worker's call holds the only slot
-        assert plane.infer(InferRequest(pixels(*[4] * (SLOTTED_MIN_IMAGES - 1)))).labels[0] == 4
-        big = threading.Thread(target=lambda: answers.append(
-            plane.infer(InferRequest(pixels(*[2] * SLOTTED_MIN_IMAGES))).labels.tolist()))
-        big.start()
-        big.join(0.2)
-        assert big.is_alive() and slots.running_and_waiting() == (1, 1)
-    big.join(5)
-    assert answers == [[2] * SLOTTED_MIN_IMAGES]
-    assert REGISTRY.get_sample_value("mnist_model_slot_wait_seconds_count") == waited + 1
