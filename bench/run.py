@@ -24,9 +24,9 @@ from server.backends import RUN_SLICE
 PARTS = ("training", "inference", "http")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
 # accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
-OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability")
+OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability", "floor")
 OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "batching": "bench.batching_bench",
-                    "peers": "bench.peers_bench", "stability": "bench.stability_bench"}
+                    "peers": "bench.peers_bench", "stability": "bench.stability_bench", "floor": "bench.model_floor"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
@@ -270,6 +270,41 @@ def peers_section(peers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def floor_section(floor: dict[str, Any], peers: dict[str, Any] | None) -> list[str]:
+    """The model's own limit for batch-256 requests, and case C of each server set against it."""
+    ceiling = floor["ceiling"]
+    processes = max(ceiling, key=int)
+    nodes = [[node["op"], node["node"], node["ms_per_batch"], f"{node['share']:.1%}",
+              node["gflop_per_second"] or ""] for node in floor["nodes"] if node["share"] >= 0.005]
+    lines = [
+        f"## The model's floor: what no server can beat at batch 256 ({measured(floor)})",
+        "",
+        f"`python -m bench.model_floor`: the server's own model code (1 intra-op thread, slices of"
+        f" {floor['run_slice']} images). ONNX Runtime's profiler over {floor['batch']}-image batches (nodes with"
+        " 0.5 % of the time or more; GFLOP/s = 2 x multiply-adds per second, from the shapes it records):",
+        "",
+        *table(["op", "node", f"ms per {floor['batch']} images", "share", "GFLOP/s"], nodes),
+        "",
+        f"Model-only ceiling, batches of {floor['batch']} back to back for {floor['seconds_per_run']} s, medians of"
+        f" {floor['rounds']} alternating round(s): 1 process {ceiling['1']['images_per_second']} images/s"
+        f" (runs {ceiling['1']['runs']}); {processes} processes at once"
+        f" {ceiling[processes]['images_per_second']} images/s (runs {ceiling[processes]['runs']}).",
+        "",
+    ]
+    if peers:
+        rows = []
+        for case, limit in (("C c1", ceiling["1"]), ("C c4", ceiling[processes])):
+            for name, entry in peers["servers"].items():
+                for label, figures in entry["cases"].items():
+                    if label.split(" .")[0] == case:
+                        rows.append([label, name, figures["images_per_second"],
+                                     f"{figures['images_per_second'] / limit['images_per_second']:.0%}"])
+        lines += [f"Case C of the peers run ({measured(peers)}) as a share of that ceiling (C c1 against one"
+                  f" process, C c4 against {processes}):", "",
+                  *table(["case", "server", "images/s", "of the model-only ceiling"], rows), ""]
+    return lines
+
+
 def stability_section(check: dict[str, Any]) -> list[str]:
     return [f"Ours, {check['case']} {len(check['runs'])} times in a row against one start ({measured(check)};"
             f" {check['seconds_per_run']} s each, fresh connections each run, `python -m bench.stability_bench`): "
@@ -400,6 +435,8 @@ def write_report(epochs: int) -> dict[str, Any]:
             "profile": ".venv/bin/python -m bench.profile_request   # py-spy flame graph of batch 1 under load",
             "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
             "stability": ".venv/bin/python -m bench.run --only stability   # ours, A c16 5 times; BENCH_SECONDS",
+            "floor": ".venv/bin/python -m bench.run --only floor   # model-only ceiling; BENCH_FLOOR_SECONDS=8"
+                     " BENCH_ROUNDS=3",
         },
         **parts,
     }
@@ -442,6 +479,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += peers_section(parts["peers"])
     if parts["stability"]:
         lines += stability_section(parts["stability"])
+    if parts["floor"]:
+        lines += floor_section(parts["floor"], parts["peers"])
     lines += targets_section(parts["training"], parts["http"])
     RESULTS_MD.write_text("\n".join(lines))
     return results
