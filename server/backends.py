@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from server.sliced_model import SLICES_INPUT, sliced_model
 from shared.model_store import KERAS_FILE, ONNX_FILE
 
 
@@ -21,11 +22,11 @@ class Model(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-# Images per ONNX Runtime call. Measured (bench/ort_variants.py, results.md "ONNX Runtime session settings"):
-# with the memory arena on, batch 256 run whole costs ~63 ms on one thread (vs ~98 ms with the arena off, where
-# each call's activations are fresh mmap'd pages) and the arena grows to ~500 MiB after a mix of batches up to
-# 1024. Run in slices of 8 it costs ~57 ms (a slice's activations stay in the CPU's caches) and the process
-# stays under ~80 MiB PSS; slices of 16 / 32 / 64 land in between on both counts.
+# Images per step of the model's Scan (server/sliced_model.py). Measured (bench/ort_variants.py, results.md "ONNX
+# Runtime session settings"): with the memory arena on, batch 256 run whole costs ~63 ms on one thread (vs ~98 ms
+# with the arena off, where each call's activations are fresh mmap'd pages) and the arena grows to ~500 MiB after a
+# mix of batches up to 1024. Run in slices of 8 it costs ~57 ms (a slice's activations stay in the CPU's caches)
+# and the process stays under ~80 MiB PSS; slices of 16 / 32 / 64 land in between on both counts.
 RUN_SLICE = 8
 
 
@@ -37,15 +38,25 @@ class OnnxModel:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = threads
         options.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        providers = ["CPUExecutionProvider"]
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         self._input = self._session.get_inputs()[0].name
+        # Whole slices in one call with the GIL released throughout; the rest (under RUN_SLICE images) plainly.
+        self._sliced = onnxruntime.InferenceSession(sliced_model(path, RUN_SLICE), options, providers=providers)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        # InferenceSession.run is thread-safe, so gunicorn's threads share one session.
-        if len(batch) <= RUN_SLICE:
-            return np.asarray(self._session.run(None, {self._input: batch})[0], dtype=np.float32)
-        return np.concatenate([self._session.run(None, {self._input: batch[start: start + RUN_SLICE]})[0]
-                               for start in range(0, len(batch), RUN_SLICE)]).astype(np.float32, copy=False)
+        # InferenceSession.run is thread-safe, so gunicorn's threads share the sessions.
+        whole = len(batch) - len(batch) % RUN_SLICE
+        if whole == 0:
+            return self._run_plain(batch)
+        slices = np.ascontiguousarray(batch[:whole]).reshape(whole // RUN_SLICE, RUN_SLICE, *batch.shape[1:])
+        answer = self._sliced.run(None, {SLICES_INPUT: slices})[0].reshape(whole, -1)
+        if whole < len(batch):
+            answer = np.concatenate([answer, self._run_plain(batch[whole:])])
+        return answer.astype(np.float32, copy=False)
+
+    def _run_plain(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._session.run(None, {self._input: batch})[0], dtype=np.float32)
 
 
 _tf_threads_set = False

@@ -1,4 +1,5 @@
-"""OnnxModel runs big batches in RUN_SLICE-image slices: the answer must be the unsliced one, row for row."""
+"""OnnxModel runs big batches in RUN_SLICE-image slices (a Scan over the published graph, server/sliced_model.py):
+the answer must be the unsliced one, row for row."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from server.backends import RUN_SLICE, OnnxModel
+from server.sliced_model import SLICES_INPUT, sliced_model
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,29 @@ def test_sliced_runs_answer_like_one_run(tiny_onnx: Path, count: int) -> None:
     one_by_one = np.concatenate([model.predict(batch[i: i + 1]) for i in range(count)])
     assert answer.shape == (count, 10) and answer.dtype == np.float32
     np.testing.assert_allclose(answer, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_the_sliced_model_is_one_scan_over_the_published_graph(tiny_onnx: Path) -> None:
+    import onnxruntime
+
+    wrapped = onnx.load_from_string(sliced_model(tiny_onnx, RUN_SLICE))
+    onnx.checker.check_model(wrapped)
+    assert [node.op_type for node in wrapped.graph.node] == ["Scan"]
+    batch = np.random.default_rng(1).random((3, RUN_SLICE, 28, 28, 1), dtype=np.float32)
+    sliced = onnxruntime.InferenceSession(wrapped.SerializeToString(), providers=["CPUExecutionProvider"])
+    plain = onnxruntime.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    answer = sliced.run(None, {SLICES_INPUT: batch})[0]
+    assert answer.shape == (3, RUN_SLICE, 10)
+    np.testing.assert_allclose(answer.reshape(-1, 10), plain.run(None, {"x": batch.reshape(-1, 28, 28, 1)})[0],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_two_inputs_is_refused_by_name(tmp_path: Path) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])], "two",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", 10]) for name in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["n", 10])])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(ValueError, match="one input and one output, got 2 and 1"):
+        sliced_model(path, RUN_SLICE)
