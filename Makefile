@@ -102,9 +102,9 @@ bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/r
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 
 # Not in CI: installs each peer (KServe, PyTriton, ...) from PyPI into bench/tmp/peers/ on its first run.
-bench-peers: $(BIN)/.installed ## Ours against KServe, PyTriton, ... on the same model and bodies, then our A c16 5 times (after make bench; BENCH_SECONDS, BENCH_ROUNDS, BENCH_PEERS)
+bench-peers: $(BIN)/.installed ## Ours against KServe, PyTriton, ... on the same model and bodies, our A c16 5 times, then the model-only ceiling (after make bench; BENCH_SECONDS, BENCH_ROUNDS, BENCH_PEERS)
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python -m bench.run --only peers,stability
+	$(BIN)/python -m bench.run --only peers,stability,floor
 
 .PHONY: bench bench-peers soak
 .PHONY: help venv browser promtool test test-fast lint train-local serve-local up down logs train retrain rollback status

@@ -433,7 +433,8 @@ def write_report(epochs: int) -> dict[str, Any]:
             "accept": ".venv/bin/python -m bench.run --only accept   # optional; BENCH_ACCEPT_RUNS=5 BENCH_SECONDS=4",
             "batching": ".venv/bin/python -m bench.run --only batching   # optional; BENCH_SECONDS=5 BENCH_ROUNDS=2",
             "profile": ".venv/bin/python -m bench.profile_request   # py-spy flame graph of batch 1 under load",
-            "peers": "make bench-peers   # = bench.run --only peers; BENCH_SECONDS=10 BENCH_WARMUP=3 BENCH_ROUNDS=2",
+            "peers": "make bench-peers   # = bench.run --only peers,stability,floor; BENCH_SECONDS=10 BENCH_WARMUP=3"
+                     " BENCH_ROUNDS=2",
             "stability": ".venv/bin/python -m bench.run --only stability   # ours, A c16 5 times; BENCH_SECONDS",
             "floor": ".venv/bin/python -m bench.run --only floor   # model-only ceiling; BENCH_FLOOR_SECONDS=8"
                      " BENCH_ROUNDS=3",
