@@ -1,11 +1,13 @@
 """The model's own floor on this machine: what no server can beat for batch-256 requests.
 
-Two measurements, both of the server's own model code (`server.backends.OnnxModel`: 1 intra-op
-thread, batches run in slices of RUN_SLICE images):
-- per-node profile (ONNX Runtime's profiler): where a batch's time goes, and the arithmetic rate
-  of the convolutions and matrix products, to compare with the cores' peak;
-- model-only ceiling: 1 process alone, then WEB_CONCURRENCY processes at once, each running
-  batches of 256 test digits back to back for BENCH_FLOOR_SECONDS, BENCH_ROUNDS rounds (medians).
+Two measurements, both with 1 intra-op thread and batches in slices of RUN_SLICE images:
+- per-node profile (ONNX Runtime's profiler) of the published graph, run slice by slice from Python:
+  the same kernels the server's Scan runs, under the names the profiler gives the plain graph's nodes.
+  Where a batch's time goes, and the arithmetic rate of the convolutions and matrix products, to
+  compare with the cores' peak;
+- model-only ceiling of the server's own model code (`server.backends.OnnxModel`): 1 process alone,
+  then WEB_CONCURRENCY processes at once, each running batches of 256 test digits back to back for
+  BENCH_FLOOR_SECONDS, BENCH_ROUNDS rounds (medians).
   A server answering batch-256 requests with that many workers cannot exceed it; the report
   sets each server's case C figures against it.
 

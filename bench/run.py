@@ -279,13 +279,15 @@ def floor_section(floor: dict[str, Any], peers: dict[str, Any] | None) -> list[s
     lines = [
         f"## The model's floor: what no server can beat at batch 256 ({measured(floor)})",
         "",
-        f"`python -m bench.model_floor`: the server's own model code (1 intra-op thread, slices of"
-        f" {floor['run_slice']} images). ONNX Runtime's profiler over {floor['batch']}-image batches (nodes with"
-        " 0.5 % of the time or more; GFLOP/s = 2 x multiply-adds per second, from the shapes it records):",
+        f"`python -m bench.model_floor`: 1 intra-op thread, slices of {floor['run_slice']} images. ONNX Runtime's"
+        f" profiler over {floor['batch']}-image batches of the published graph run slice by slice (the kernels the"
+        " server's Scan runs; nodes with 0.5 % of the time or more; GFLOP/s = 2 x multiply-adds per second, from"
+        " the shapes it records):",
         "",
         *table(["op", "node", f"ms per {floor['batch']} images", "share", "GFLOP/s"], nodes),
         "",
-        f"Model-only ceiling, batches of {floor['batch']} back to back for {floor['seconds_per_run']} s, medians of"
+        f"Model-only ceiling of the server's own model code, batches of {floor['batch']} back to back for"
+        f" {floor['seconds_per_run']} s, medians of"
         f" {floor['rounds']} alternating round(s): 1 process {ceiling['1']['images_per_second']} images/s"
         f" (runs {ceiling['1']['runs']}); {processes} processes at once"
         f" {ceiling[processes]['images_per_second']} images/s (runs {ceiling[processes]['runs']}).",
