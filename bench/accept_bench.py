@@ -1,9 +1,10 @@
 """How gunicorn spreads keep-alive connections over its workers, and what that does to throughput.
 
 At 16 keep-alive connections one gthread worker sometimes accepted all 16 (GIL-bound, half the
-throughput). For each layout (workers x threads, SO_REUSEPORT on or off) this starts our server
-once, then runs wrk (16 connections, batch 1 JSON) BENCH_ACCEPT_RUNS times; wrk opens fresh
-connections each run. Mid-run it counts each worker's established connections (psutil).
+throughput). For each layout (workers x threads; SO_REUSEPORT, where the kernel spreads by a hash,
+or one shared socket, where our workers accept by least connections: server/balance.py) this
+starts our server once, then runs wrk (16 connections, batch 1 JSON) BENCH_ACCEPT_RUNS times; wrk
+opens fresh connections each run. Mid-run it counts each worker's established connections (psutil).
 
     python -m bench.accept_bench   # writes bench/tmp/accept.json; optional part `accept` of bench.run
 """
@@ -24,8 +25,8 @@ from bench.http_bench import COMPOSE_SERVER_ENV, Server, write_bodies, wrk
 RUNS = int(os.environ.get("BENCH_ACCEPT_RUNS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "4"))
 CONNECTIONS = 16
-# (workers, threads, reuse_port): the default before issue 13 first (2 x 4; 2 x 2 since).
-LAYOUTS = ((2, 4, True), (2, 1, True), (2, 2, True), (4, 1, True), (4, 2, True), (2, 4, False))
+# (workers, threads, reuse_port): the default first (2 x 2, least connections), then what it replaced.
+LAYOUTS = ((2, 2, False), (2, 2, True), (2, 1, False), (2, 4, False), (4, 1, False), (4, 2, False))
 
 
 def config_file(reuse_port: bool) -> Path:
@@ -82,7 +83,7 @@ def main() -> dict[str, Any]:
     body = write_bodies()["json-1"]
     layouts = {}
     for workers, threads, reuse_port in LAYOUTS:
-        name = f"{workers}x{threads} reuse_port={reuse_port}"
+        name = f"{workers}x{threads} {'SO_REUSEPORT' if reuse_port else 'least connections'}"
         layouts[name] = measure(workers, threads, reuse_port, body)
         entry = layouts[name]
         print(f"bench: {name:24s} req/s median {entry['median_requests_per_second']} (min"

@@ -19,6 +19,7 @@ CPU seconds each process spent during the load (psutil).
 
     python -m bench.peers_bench   # or `make bench-peers`; writes bench/tmp/peers.json
     BENCH_PEERS=ours,kserve BENCH_SECONDS=2 BENCH_ROUNDS=1 python -m bench.peers_bench   # a quick check
+    BENCH_PEERS=ours,kserve BENCH_CASES="A c16" python -m bench.peers_bench   # some cases: printed, not saved
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ VENVS = TMP / "peers"
 SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "3"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+# A comma-separated subset of the cases; the result is then only printed, so a partial run never
+# replaces the part results.md is made from.
+CASE_SUBSET = [case for case in os.environ.get("BENCH_CASES", "").split(",") if case]
 READY_TIMEOUT = 180
 INPUT_NAME = "pixels"
 # (case, images per request, body kind, connections)
@@ -297,6 +301,8 @@ def one_round(spec: Spec, port: int, bodies: dict[str, Body], expected: np.ndarr
         cases = {}
         started = time.perf_counter()
         for case, size, kind, connections in spec.cases:
+            if CASE_SUBSET and case not in CASE_SUBSET:
+                continue
             path, body = case_target(spec, kind, size, bodies)
             if WARMUP:
                 wrk(server.url + path, body, connections, WARMUP)
@@ -374,7 +380,10 @@ def main() -> dict[str, Any]:
     servers = {name: {"what": available[name].what, **pooled(rounds[name])} for name in wanted}
     result = {"seconds_per_case": SECONDS, "warmup_seconds": WARMUP, "rounds": ROUNDS,
               "model": str(model.relative_to(ROOT)), "servers": servers, "load_after": load_average()}
-    write_part("peers", result)
+    if CASE_SUBSET:
+        print(f"bench: only {CASE_SUBSET}: not saved as the peers part", flush=True)
+    else:
+        write_part("peers", result)
     return result
 
 

@@ -209,8 +209,10 @@ def accept_section(accept: dict[str, Any]) -> list[str]:
         "",
         f"Batch 1 JSON on `/predict`, wrk with {accept['connections']} keep-alive connections, {accept['runs']} runs of"
         f" {accept['seconds_per_run']} s per layout against one server (`python -m bench.accept_bench`); each run"
-        " opens fresh connections. The spread is each worker's established connections mid-run. The server uses"
-        f" `reuse_port = True` (server/gunicorn.conf.py) and {LAYOUT} by default.",
+        " opens fresh connections. The spread is each worker's established connections mid-run. SO_REUSEPORT: each"
+        " worker has its own socket and the kernel spreads connections by a hash of the addresses; least connections:"
+        " one shared socket, and a worker that holds more connections than another leaves the next one to it"
+        f" (server/balance.py). The server uses least connections and {LAYOUT} by default.",
         "",
         *table(["layout", "median req/s", "min - max req/s", "median p99 ms", "connections per worker, each run"],
                rows),
