@@ -1,7 +1,7 @@
 """HTTP serving under load: our server against the naive baseline, driven by wrk on 127.0.0.1.
 
 (a) ours: gunicorn with `server/gunicorn.conf.py` and the settings docker-compose.yml gives the
-    server container (its defaults: 2 gthread workers x 2 threads, 1 ONNX Runtime thread each);
+    server container (its defaults: 2 gthread workers x 1 thread, 1 ONNX Runtime thread each);
 (b) naive: `bench/naive_server.py` under gunicorn with one sync worker.
 Both serve the model `bench.train_bench` published. For each server: seconds from process
 start to the first 200 on /readyz, then for batch 1 and 256, JSON and (ours only: the naive
@@ -56,7 +56,7 @@ PATHS = {"json": "/predict", "npy": "/predict", "v2json": "/v2/models/mnist/infe
 V2_HEADER = "Inference-Header-Content-Length"
 LUA = ROOT / "bench" / "post.lua"
 # docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
-COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "2", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
+COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
                       "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
 
 

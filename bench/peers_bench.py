@@ -113,7 +113,8 @@ def specs(model: Path, port: int) -> dict[str, Spec]:
     ours_env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "BIND_HOST": "127.0.0.1", "PORT": str(port)}
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]
     return {
-        "ours": Spec("ours", "gunicorn, 2 gthread workers x 2 threads; C as v2 binary, and as .npy on /predict",
+        "ours": Spec("ours", f"gunicorn, {COMPOSE_SERVER_ENV['WEB_CONCURRENCY']} gthread workers x"
+                             f" {COMPOSE_SERVER_ENV['THREADS']} thread(s); C as v2 binary, and as .npy on /predict",
                      gunicorn, "/readyz", env=ours_env,
                      extra_cases=(("C c1 .npy", 256, "npy", 1), ("C c4 .npy", 256, "npy", 4))),
         "kserve": Spec("kserve", "KServe 0.21 ModelServer, custom kserve.Model, 2 uvicorn workers",

@@ -32,7 +32,9 @@ workers = _config.workers
 worker_class = "server.worker.HeaderDeadlineWorker"
 threads = _config.threads
 # One listening socket shared by the workers, each accepting only while it holds no more connections
-# than any other (server/balance.py). bench.accept_bench, 16 keep-alive connections: ...
+# than any other (server/balance.py). With SO_REUSEPORT the kernel's hash split 16 keep-alive connections
+# 9/7 to 12/4 (batch 1 p99 14.2-21.1 ms; 8/8 every run here, 13.8-16.8 ms) and 4 of them mostly 3/1;
+# with one shared socket and no count, whichever worker woke first took a burst (16/0).
 reuse_port = False
 # Room for TTIN-added workers and for a reload's new workers while the old ones drain.
 _connections = ConnectionTable(seats=max(64, 4 * workers))

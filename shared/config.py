@@ -184,7 +184,8 @@ class Config:
     bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
     port: int = _setting("PORT", "8000", _port, "server", "TCP port gunicorn listens on.")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
-    threads: int = _setting("THREADS", "2", _positive_int, "server", "Request threads per gunicorn worker.")
+    threads: int = _setting("THREADS", "1", _positive_int, "server",
+                           "Request threads per gunicorn worker; more overlap requests' Python but crowd the cores.")
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
                                     "Seconds a request may take before gunicorn restarts its worker.")
     auth_token: str = _setting("AUTH_TOKEN", "", str, "server",
