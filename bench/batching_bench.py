@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import SHARED_MNIST, load_average, median, write_part
+from bench.http_bench import server_layout
 from bench.peers_bench import BENCH_HOME, COMPOSE_SERVER_ENV, V2_INFER, Running, Spec, free_port, write_bodies, wrk
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
@@ -74,7 +75,8 @@ def main() -> dict[str, Any]:
                           for case, _body, _connections in CASES}
         variants[name]["errors"] = sum(r[case]["errors"] for r in results for case, _b, _c in CASES)
         variants[name]["requests_per_model_call"] = results[-1]["requests_per_model_call"]
-    result = {"seconds_per_case": SECONDS, "rounds": ROUNDS, "variants": variants, "load_after": load_average()}
+    result = {"seconds_per_case": SECONDS, "rounds": ROUNDS, "layout": server_layout(), "variants": variants,
+              "load_after": load_average()}
     write_part("batching", result)
     return result
 

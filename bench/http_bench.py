@@ -58,6 +58,13 @@ LUA = ROOT / "bench" / "post.lua"
 # docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
 COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
                       "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
+# Parts measured before they recorded their layout ran with THREADS=2, the default until then.
+EARLIER_LAYOUT = "2 gthread workers x 2 threads"
+
+
+def server_layout(env: dict[str, str] = COMPOSE_SERVER_ENV) -> str:
+    """The server's processes and threads, as reports name them (saved with each part that starts our server)."""
+    return f"{env['WEB_CONCURRENCY']} gthread workers x {env['THREADS']} thread(s)"
 
 
 def free_port() -> int:
@@ -293,8 +300,9 @@ def main() -> dict[str, Any]:
         if not target["met"]:
             target["profile"] = profiles[label]
     ours_server.stop()
-    result = {"seconds_per_case": SECONDS, "in_process_onnx_batch256_images_per_second": limits,
-              "in_process_limit": limit, "ours": ours, "naive": naive, "targets": found,
+    result = {"seconds_per_case": SECONDS, "layout": server_layout(),
+              "in_process_onnx_batch256_images_per_second": limits, "in_process_limit": limit, "ours": ours,
+              "naive": naive, "targets": found,
               "load_after": load_average()}
     write_part("http", result)
     return result

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
-from bench.http_bench import COMPOSE_SERVER_ENV
+from bench.http_bench import EARLIER_LAYOUT, server_layout
 from server.backends import RUN_SLICE
 
 PARTS = ("training", "inference", "http")
@@ -30,7 +30,7 @@ OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench",
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 
-LAYOUT = f"{COMPOSE_SERVER_ENV['WEB_CONCURRENCY']} gthread workers x {COMPOSE_SERVER_ENV['THREADS']} threads"
+LAYOUT = server_layout()
 
 
 def run_parts(parts: list[str], epochs: int) -> None:
@@ -228,7 +228,8 @@ def batching_section(batching: dict[str, Any]) -> list[str]:
     return [
         f"## Adaptive batching off and on ({measured(batching)})",
         "",
-        f"Our server ({LAYOUT}) started afresh per variant, v2 JSON, wrk {batching['seconds_per_case']} s"
+        f"Our server ({batching.get('layout', EARLIER_LAYOUT)}) started afresh per variant, v2 JSON, wrk"
+        f" {batching['seconds_per_case']} s"
         f" per case, medians of {batching['rounds']} alternating round(s) (`python -m bench.batching_bench`);"
         " req/s / p99 ms; requests per model call from /metrics.",
         "",
@@ -373,7 +374,8 @@ def http_section(http: dict[str, Any]) -> list[str]:
     return [
         f"## HTTP under load: wrk on 127.0.0.1, {http['seconds_per_case']} s per case ({measured(http)})",
         "",
-        f"ours = gunicorn `server/gunicorn.conf.py` with docker-compose.yml's server settings ({LAYOUT},"
+        "ours = gunicorn `server/gunicorn.conf.py` with docker-compose.yml's server settings"
+        f" ({http.get('layout', EARLIER_LAYOUT)},"
         " ONNX Runtime 1 thread each); naive = `bench/naive_server.py` (Flask + Keras"
         " `model.predict` on `request.json`, one sync worker). cN = N connections.",
         "",
