@@ -28,16 +28,23 @@ class ConnectionTable:
     def __init__(self, seats: int) -> None:
         # Lock-free: each seat has one writer, and an aligned 8-byte store is never seen half-written.
         self._values = multiprocessing.RawArray(ctypes.c_double, seats * _FIELDS)
-        self._free = list(range(seats))  # used by the master only
+        # Seats below this have been given out; readers scan only those (every request reads the table).
+        self._bound = multiprocessing.RawValue(ctypes.c_int, 0)
+        self._free = set(range(seats))  # used by the master only
 
     def seat(self) -> Seat | None:
-        """A free seat for the worker about to be forked (master), or None when all are taken."""
-        return Seat(self, self._free.pop(0)) if self._free else None
+        """The lowest free seat for the worker about to be forked (master), or None when all are taken."""
+        if not self._free:
+            return None
+        index = min(self._free)
+        self._free.remove(index)
+        self._bound.value = max(self._bound.value, index + 1)
+        return Seat(self, index)
 
     def release(self, index: int) -> None:
         """Empty a seat whose worker has exited (master)."""
         self.write(index, 0.0, 0.0)
-        self._free.append(index)
+        self._free.add(index)
 
     def write(self, index: int, connections: float, when: float) -> None:
         self._values[index * _FIELDS] = connections
@@ -47,7 +54,7 @@ class ConnectionTable:
         """The fewest connections any other live worker holds; infinity when there is none."""
         fewest = math.inf
         values = self._values
-        for other in range(0, len(values), _FIELDS):
+        for other in range(0, self._bound.value * _FIELDS, _FIELDS):
             when = values[other + 1]
             if other != index * _FIELDS and when and now - when < STALE_SECONDS:
                 fewest = min(fewest, values[other])

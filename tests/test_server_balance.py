@@ -74,9 +74,10 @@ def test_a_worker_holding_more_hands_connections_over(server) -> None:
             os.kill(stopped, signal.SIGCONT)
         deadline = time.monotonic() + REBALANCE_SECONDS
         statuses = []
-        while time.monotonic() < deadline and sorted(held_per_worker(server).values()) != [4, 4]:
+        even = [CONNECTIONS // WORKERS] * WORKERS
+        while time.monotonic() < deadline and sorted(held_per_worker(server).values()) != even:
             statuses += [ask(connection) for connection in connections]
-        assert sorted(held_per_worker(server).values()) == [4, 4], held_per_worker(server)
+        assert sorted(held_per_worker(server).values()) == even, held_per_worker(server)
         assert statuses and set(statuses) == {200}
     finally:
         for connection in connections:
