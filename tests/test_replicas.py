@@ -60,11 +60,17 @@ class ProxyStats:
 
     def answered(self) -> dict[str, int]:
         """2xx answers so far per replica (address) the proxy sends to."""
-        return {row["addr"]: int(row["hrsp_2xx"]) for row in self.servers() if row["status"] == "UP"}
+        return {row["addr"]: int(row["hrsp_2xx"]) for row in self.servers() if self.sends_to(row)}
 
     def up(self) -> set[str]:
         """Addresses (ip:port) of the replicas the proxy sends requests to."""
-        return {row["addr"] for row in self.servers() if row["status"] == "UP"}
+        return {row["addr"] for row in self.servers() if self.sends_to(row)}
+
+    @staticmethod
+    def sends_to(row: dict[str, str]) -> bool:
+        # "UP 1/3" is a server failing its checks but not yet down: HAProxy still sends to it and counts
+        # it active, so it is up until its status reads DOWN (or MAINT).
+        return row["status"].startswith("UP")
 
     def active_servers(self) -> int:
         """The exporter's count of usable replicas (haproxy_backend_active_servers)."""
