@@ -22,11 +22,11 @@ class Model(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
-# Images per step of the model's Scan (server/sliced_model.py). Measured (bench/ort_variants.py, results.md "ONNX
-# Runtime session settings"): with the memory arena on, batch 256 run whole costs ~63 ms on one thread (vs ~98 ms
-# with the arena off, where each call's activations are fresh mmap'd pages) and the arena grows to ~500 MiB after a
-# mix of batches up to 1024. Run in slices of 8 it costs ~57 ms (a slice's activations stay in the CPU's caches)
-# and the process stays under ~80 MiB PSS; slices of 16 / 32 / 64 land in between on both counts.
+# Images per step of the model's Scan (server/sliced_model.py). With the memory arena on, a big batch run whole is
+# faster than with it off (where each call's activations are fresh mmap'd pages), but the arena grows with the
+# largest batch seen. Run in slices of 8, a slice's activations stay in the CPU's caches, so it is faster still and
+# the arena stays small; larger slices land in between on both counts. Figures: bench/results.md, "ONNX Runtime
+# session settings" (bench/ort_variants.py).
 RUN_SLICE = 8
 
 

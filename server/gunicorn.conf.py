@@ -32,9 +32,9 @@ workers = _config.workers
 worker_class = "server.worker.HeaderDeadlineWorker"
 threads = _config.threads
 # One listening socket shared by the workers, each accepting only while it holds no more connections
-# than any other (server/balance.py). With SO_REUSEPORT the kernel's hash split 16 keep-alive connections
-# 9/7 to 12/4 (batch 1 p99 14.2-21.1 ms; 8/8 every run here, 13.8-16.8 ms) and 4 of them mostly 3/1;
-# with one shared socket and no count, whichever worker woke first took a burst (16/0).
+# than any other (server/balance.py). With SO_REUSEPORT the kernel's hash splits keep-alive connections
+# unevenly and the busier worker sets the batch-1 tail; with one shared socket and no count, whichever
+# worker woke first took a burst. Figures: bench/results.md, "Connections over gunicorn workers".
 reuse_port = False
 # Room for TTIN-added workers and for a reload's new workers while the old ones drain.
 _connections = ConnectionTable(seats=max(64, 4 * workers))
@@ -105,6 +105,6 @@ def post_worker_init(_worker) -> None:
     import gc
 
     # Everything loaded so far (Flask, numpy, onnx, the model) lives as long as the worker: out of the
-    # collector's sight, a full collection takes 0.7 ms instead of 12-23 ms, each a pause of every
+    # collector's sight, a full collection no longer walks it, and each collection is a pause of every
     # request thread in the worker.
     gc.freeze()

@@ -1,13 +1,12 @@
 """The served ONNX model wrapped in a Scan over slices of a few images: one ONNX Runtime call per batch.
 
-A batch run in slices of 8 images is faster than run whole (57 vs 63 ms for 256 images on one thread:
-a slice's activations stay in the CPU's caches; bench/results.md, "ONNX Runtime session settings").
-Slicing from Python returned to the interpreter between slices, 32 times per 256 images, and each
-time the thread had to take the GIL back from the worker's other request threads: under 4
-connections of 256 images a call spent 2-4 ms of its ~60 waiting (wall 62 vs CPU 58 ms) while a
-core idled. In a Scan node ONNX Runtime walks the slices itself with the GIL released for the whole
-batch, and saves the per-call overhead too: 56.0 vs 58.9 ms CPU per 256 images in one process,
-answers identical. The wrapper is built in memory with the `onnx` package; the store keeps the
+A batch run in slices of 8 images is faster than run whole (a slice's activations stay in the CPU's
+caches; bench/results.md, "ONNX Runtime session settings"). Slicing from Python returned to the
+interpreter between slices, 32 times per 256 images, and each time the thread had to take the GIL
+back from the worker's other request threads, so under several connections of big batches a call
+waited for the GIL while a core idled (its wall time above its CPU time). In a Scan node ONNX Runtime
+walks the slices itself with the GIL released for the whole batch, and saves the per-call overhead
+too; the answers are identical. The wrapper is built in memory with the `onnx` package; the store keeps the
 trainer's `model.onnx` as published.
 
     sliced = sliced_model(Path("model.onnx"), slice_size=8)   # bytes for onnxruntime.InferenceSession

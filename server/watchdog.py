@@ -38,8 +38,9 @@ class Watchdog:
             if self._thread is None:  # started lazily: in the worker, after gunicorn's fork
                 self._thread = threading.Thread(target=self._run, name="body-watchdog", daemon=True)
                 self._thread.start()
-            # Waking the thread on every arm cost two thread switches per request (18 % of a worker's GIL
-            # samples at batch 1 under load); it only needs waking when it would otherwise wake too late.
+            # Waking the thread on every arm cost two thread switches per request, a visible share of a
+            # worker's GIL at batch 1 under load (bench/results.md, "Where a batch-1 request goes"); it
+            # only needs waking when it would otherwise wake too late.
             if deadline < self._wake_at:
                 self._lock.notify()
         return token

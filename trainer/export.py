@@ -53,7 +53,7 @@ def check_onnx_agrees(onnx_path: Path, images: np.ndarray, keras_probabilities: 
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    # In slices: all 10,000 test digits in one run held ~3 GB of activations (the trainer's peak RSS).
+    # In slices: all 10,000 test digits in one run held gigabytes of activations (the trainer's peak RSS).
     onnx_probabilities = np.concatenate([
         session.run(None, {input_name: scale_pixels(images[start:start + CHECK_BATCH])})[0]
         for start in range(0, len(images), CHECK_BATCH)

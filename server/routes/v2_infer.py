@@ -1,8 +1,8 @@
 """POST /v2/models/mnist[/versions/{v}]/infer, answered ahead of Flask as plain WSGI.
 
 Batch-1 inference is the call services make in a loop, and Flask's request context, URL
-adapter, hooks and Response object cost about a fifth of its CPU (batch 1 v2 JSON over
-gunicorn: ~1,000 vs ~800 us per request, 2 workers at 16 connections ~1,800 vs ~2,250 req/s).
+adapter, hooks and Response object are a large share of its CPU (bench/results.md, "Where a
+batch-1 request goes", and the v2json batch 1 rows of "HTTP under load").
 So these two routes are a WSGI middleware (`app.wsgi_app`, Flask's documented place for one)
 doing what the Flask route did: bearer token, body limits and deadlines, codec and data plane,
 errors as JSON `{"error": ...}`, the request metrics. Flask keeps the URL rules (registered in
