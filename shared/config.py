@@ -135,7 +135,7 @@ class Config:
     train_subset: int = _setting("TRAIN_SUBSET", "0", _non_negative_int, "trainer",
                                  "Train on the first N training images only (0 = all 60,000); for quick runs.")
     precision: str = _setting("TRAIN_PRECISION", "auto", _one_of(*PRECISIONS), "trainer",
-                              "`auto`: mixed bfloat16 on CPUs with AMX (about 2x faster, same accuracy) and on GPUs of"
+                              "`auto`: mixed bfloat16 on CPUs with AMX (faster, same accuracy) and on GPUs of"
                               " compute capability 8.0 or newer, float32 elsewhere; or force `float32` /"
                               " `mixed_bfloat16`. The published model is float32.")
     keras_backend: str = _setting("KERAS_BACKEND", "tensorflow", _one_of(*KERAS_BACKENDS), "trainer",
