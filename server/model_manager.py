@@ -12,6 +12,7 @@ the now-newest version is served.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,7 +27,8 @@ import numpy as np
 from server import metrics
 from server.backends import Model, load_model
 from server.errors import NotFound, Unavailable
-from shared.config import Config
+from server.store_sync import open_sync
+from shared.config import MODEL_NAME, Config
 from shared.image import IMAGE_SHAPE
 from shared.model_store import ModelStore, ModelStoreError
 from shared.preprocess import scale_pixels
@@ -58,6 +60,8 @@ class ModelManager:
     def __init__(self, config: Config, loader: Loader = load_model) -> None:
         self.config = config
         self.store = ModelStore(config.model_base_path)
+        # A bucket store (MODEL_STORE=s3://...) is copied into model_base_path, verified, before each check.
+        self._sync = open_sync(config.model_store, MODEL_NAME, config.model_base_path)
         self._loader = loader
         self._current: LoadedModel | None = None
         self._failures: dict[int, Failure] = {}
@@ -100,10 +104,12 @@ class ModelManager:
             return loaded
 
     def not_ready_reason(self) -> str:
-        base = self.store.base_path
+        base = self.store.base_path if self._sync is None else self._sync.remote.base_path
         pinned = self.config.pinned_version
         if self._loading is not None:
             return f"loading model version {self._loading}"
+        if self._sync is not None and self._sync.error is not None:
+            return f"no model loaded yet and the model store is unreachable: {self._sync.error}"
         if pinned is not None:
             failure = self._failure(pinned)
             if failure is not None:
@@ -154,6 +160,9 @@ class ModelManager:
     def poll(self) -> None:
         """Serve the version that should be served now, if it is not already."""
         with self._poll_lock:
+            if self._sync is not None:
+                with contextlib.suppress(ModelStoreError):  # logged by the sync; the local copy still serves
+                    self._sync.sync()
             pinned = self.config.pinned_version
             candidates = [pinned] if pinned is not None else sorted(self.store.versions(), reverse=True)
             for version in candidates:

@@ -99,6 +99,13 @@ def _sha256(text: str) -> str:
     return lowered
 
 
+def _store_url(text: str) -> str:
+    text = text.strip()
+    if text and not (text.startswith("s3://") and len(text) > 5 and not text[5:].startswith("/")):
+        raise ValueError("must be empty (the volume under MNIST_HOME) or s3://bucket[/prefix]")
+    return text
+
+
 def _one_of(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -124,6 +131,10 @@ class Config:
     # Shared volume
     home: Path = _setting("MNIST_HOME", "var", _path, "both",
                           "Shared volume root: model store in `<home>/mnist/`, dataset cache in `<home>/datasets/`.")
+    model_store: str = _setting("MODEL_STORE", "", _store_url, "both",
+                                "Empty: the model store is `<home>/mnist/` on the volume. `s3://bucket/prefix`: a"
+                                " bucket (standard AWS settings, `AWS_ENDPOINT_URL` for MinIO, Ceph, R2); the server"
+                                " keeps a verified copy in `<home>/mnist/` (docs/s3.md).")
     dataset_url: str = _setting("MNIST_URL", KERAS_MNIST_URL, str, "trainer",
                                 "Where to download `mnist.npz` from (http(s)://, file:// or a local path).")
     dataset_sha256: str = _setting("MNIST_SHA256", KERAS_MNIST_SHA256, _sha256, "trainer",

@@ -19,7 +19,8 @@ from typing import Any
 from shared import dataset
 from shared.config import Config, ConfigError, env_name, parse_setting
 from shared.dataset import DatasetError
-from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStoreError
+from shared.object_store import open_store
 from trainer.export import QualityGateError
 
 
@@ -75,7 +76,7 @@ def library_versions() -> dict[str, str]:
 
 
 def run(config: Config) -> int:
-    store = ModelStore(config.model_base_path)
+    store = open_store(config)
     if config.process_id == 0:  # the other processes of a multi-worker job never write to the store
         store.clean_stale_staging()
     if config.skip_if_published and store.latest() is not None:
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as error:
         print(f"trainer: dataset error: {error}", file=sys.stderr)
         return 1
-    except QualityGateError as error:
+    except (QualityGateError, ModelStoreError) as error:
         print(f"trainer: not published: {error}", file=sys.stderr)
         return 1
     except OSError as error:

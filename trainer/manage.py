@@ -9,10 +9,11 @@ import argparse
 import sys
 
 from shared.config import Config, ConfigError
-from shared.model_store import ModelStore, ModelStoreError
+from shared.model_store import ModelStoreError
+from shared.object_store import VersionStore, open_store
 
 
-def status(store: ModelStore) -> int:
+def status(store: VersionStore) -> int:
     versions = store.versions()
     if not versions:
         print(f"{store.base_path}: no model versions yet")
@@ -29,7 +30,7 @@ def status(store: ModelStore) -> int:
     return 0
 
 
-def rollback(store: ModelStore) -> int:
+def rollback(store: VersionStore) -> int:
     newest = store.latest()
     current = store.rollback()
     print(f"retired version {newest}; version {current} is current again (servers pick it up on their next check)")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("status", "rollback"))
     args = parser.parse_args(argv)
     try:
-        store = ModelStore(Config.from_env().model_base_path)
+        store = open_store(Config.from_env())
         return {"status": status, "rollback": rollback}[args.command](store)
     except (ConfigError, ModelStoreError) as error:
         print(f"trainer.manage: {error}", file=sys.stderr)
