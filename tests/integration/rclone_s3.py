@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import free_port
+
 ACCESS_KEY = "mnist-test-key"
 SECRET_KEY = "mnist-test-secret"
 BUCKET = "models"
@@ -22,19 +24,13 @@ def rclone_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class RcloneS3:
     """`rclone serve s3` serving `root` (each folder a bucket); stop() and start() keep the port and data."""
 
     def __init__(self, root: Path, log_path: Path) -> None:
         self.root = root
         (root / BUCKET).mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
