@@ -13,7 +13,7 @@ REPLICAS ?= 1
 # scripts/retrain-workers.sh); 1 = the usual single trainer.
 WORKERS ?= 1
 # `make train GPU=1` / `make retrain GPU=1`: train on the host's GPU with the JAX backend
-# (docker-compose.gpu.yml; README "Training on a GPU").
+# (docker-compose.gpu.yml; docs/gpu.md).
 GPU_FILES = $(if $(filter 1 true yes,$(GPU)),-f docker-compose.yml -f docker-compose.gpu.yml)
 # `make train-local EPOCHS=2` / `make retrain EPOCHS=2`: flags for the training CLI.
 TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS))
@@ -100,11 +100,13 @@ BENCH_EPOCHS ?= 1
 bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/results.md (BENCH_EPOCHS=6 BENCH_ROUNDS=3: full run)
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
+	$(BIN)/python -m bench.headline
 
 # Not in CI: installs each peer (KServe, PyTriton, ...) from PyPI into bench/tmp/peers/ on its first run.
 bench-peers: $(BIN)/.installed ## Ours against KServe, PyTriton, ... on the same model and bodies, our A c16 5 times, then the model-only ceiling (after make bench; BENCH_SECONDS, BENCH_ROUNDS, BENCH_PEERS)
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run --only peers,stability,floor
+	$(BIN)/python -m bench.headline
 
 .PHONY: bench bench-peers soak
 .PHONY: help venv browser promtool test test-fast lint train-local serve-local up down logs train retrain rollback status
