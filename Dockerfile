@@ -87,7 +87,7 @@ USER 10001:10001
 EXPOSE 9000
 HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 9000), 2)"]
-# Credentials: RCLONE_AUTH_KEY=<access key>,<secret key> (docker-compose.s3.yml sets it).
+# Credentials: RCLONE_AUTH_KEY='"<access key>,<secret key>"' (CSV; docker-compose.s3.yml sets it).
 ENTRYPOINT ["rclone", "serve", "s3", "/data", "--addr", ":9000", "--config", "/dev/null"]
 
 FROM base AS trainer-deps
