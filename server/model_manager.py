@@ -116,6 +116,9 @@ class ModelManager:
                 return f"pinned MODEL_VERSION={pinned} failed to load: {failure.error}"
             return f"pinned MODEL_VERSION={pinned} is not in {base}; versions there: {self.store.versions()}"
         versions = self.store.versions()
+        if not versions and self._sync is not None and self._sync.refused:
+            refused = "; ".join(f"version {v}: {reason}" for v, (_etag, reason) in sorted(self._sync.refused.items()))
+            return f"no verified model from {base} yet; refused {refused}"
         if not versions:
             return f"no model in {base} yet; waiting for the trainer to publish one"
         return f"no loadable model in {base}: versions {versions} all failed to load (see /models)"

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, assert_json_error, run_trainer
+from conftest import ROOT, assert_json_error, run_trainer, standin_loader
 from rclone_s3 import RcloneS3
 
+from server.model_manager import ModelManager
 from server.store_sync import StoreSync
+from shared.config import Config
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.store_s3 import MARKER, S3ModelStore
 
@@ -185,6 +187,28 @@ def test_sync_refuses_a_corrupted_object_and_follows_rollback(s3: RcloneS3, tmp_
     store.rollback()
     sync.sync()
     assert cache.versions() == [1]  # version 2 stays refused, 3 left the bucket
+
+
+def test_before_a_first_load_the_reason_names_the_bucket_problem(s3: RcloneS3, tmp_path: Path) -> None:
+    url = s3.url("first")
+    manager = ModelManager(Config(home=tmp_path, model_store=url), loader=standin_loader)
+    manager.poll()
+    assert manager.not_ready_reason() == f"no model in {url}/mnist yet; waiting for the trainer to publish one"
+    store = S3ModelStore(url, "mnist")
+    assert publish(store, stand_in(tmp_path / "src", "f")) == 1
+    store.client.put_object(Bucket=store.bucket, Key=f"{store.root}1/{KERAS_FILE}", Body=b"tampered")
+    manager.poll()
+    assert "refused version 1: model.keras does not match its marker" in manager.not_ready_reason()
+    s3.stop()
+    try:
+        manager.poll()
+        assert manager.not_ready_reason().startswith("no model loaded yet and the model store is unreachable: ")
+        assert "AWS_ENDPOINT_URL" in manager.not_ready_reason()
+    finally:
+        s3.start()
+    assert publish(store, tmp_path / "src") == 2
+    manager.poll()
+    assert manager.current is not None and manager.current.version == 2
 
 
 # -- the server ----------------------------------------------------------------------------------
