@@ -19,9 +19,11 @@ from typing import Any
 
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
 from bench.http_bench import EARLIER_LAYOUT, server_layout
+from bench.store_bench import section as store_section
 from server.backends import RUN_SLICE
 
-PARTS = ("training", "inference", "http")
+# store: publish-to-served on a volume vs a bucket (local rclone serve s3) and start-to-ready, about 40 s.
+PARTS = ("training", "inference", "http", "store")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
 # accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
 OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability", "floor")
@@ -38,6 +40,8 @@ def run_parts(parts: list[str], epochs: int) -> None:
         print(f"bench: --- {part} (load {load_average()}) ---", flush=True)
         if part == "training":
             run_json(["-m", "bench.train_bench", str(epochs)])
+        elif part == "store":
+            run_json(["-m", "bench.store_bench"])
         elif part in OPTIONAL_MODULES:
             run_json(["-m", OPTIONAL_MODULES[part]])
         elif part in ("inference", "variants"):
@@ -444,6 +448,7 @@ def write_report(epochs: int) -> dict[str, Any]:
             "stability": ".venv/bin/python -m bench.run --only stability   # ours, A c16 5 times; BENCH_SECONDS",
             "floor": ".venv/bin/python -m bench.run --only floor   # model-only ceiling; BENCH_FLOOR_SECONDS=8"
                      " BENCH_ROUNDS=3",
+            "store": ".venv/bin/python -m bench.store_bench   # volume vs bucket; BENCH_STORE_ROUNDS=6",
         },
         **parts,
     }
@@ -488,6 +493,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += stability_section(parts["stability"])
     if parts["floor"]:
         lines += floor_section(parts["floor"], parts["peers"])
+    if parts["store"]:
+        lines += store_section(parts["store"])
     lines += targets_section(parts["training"], parts["http"])
     RESULTS_MD.write_text("\n".join(lines))
     return results
