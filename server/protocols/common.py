@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import chain
@@ -237,12 +238,24 @@ def instances(items: Any, field: str, max_batch_size: int, text_has_booleans: bo
     return np.stack(images)
 
 
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def npy_body(body: bytes, what: str = "application/x-npy body") -> np.ndarray:
     """A `.npy` file (never pickles) -> (N, 28, 28) float32."""
+    stream = io.BytesIO(body)
     try:
-        array = np.load(io.BytesIO(body), allow_pickle=False)
+        # The header first: a few bytes may declare 2^40 values, and np.load would allocate them before reading.
+        version = np.lib.format.read_magic(stream)
+        if version not in _NPY_HEADER_READERS:
+            raise InputError(f"{what}: .npy format version {version} is not read here; save with numpy's default")
+        shape, fortran_order, dtype = _NPY_HEADER_READERS[version](stream)
+        declared = math.prod(shape) * dtype.itemsize
+        if dtype.hasobject or declared != len(body) - stream.tell():
+            raise InputError(f"{what}: its header declares {math.prod(shape)} values of {dtype} ({declared} bytes) "
+                             f"but {len(body) - stream.tell()} bytes follow it")
+        array = np.frombuffer(body, dtype=dtype, offset=stream.tell()).reshape(shape, order="F" if fortran_order
+                                                                                else "C")
     except (ValueError, OSError, EOFError, TypeError) as error:
         raise InputError(f"{what}: not a readable .npy array ({error})") from None
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"{what}: expected one .npy array, not an archive")
     return batch_of_images(numeric_array(array, what), what)

@@ -74,7 +74,7 @@ def _header_split(body: bytes, header_length: str | None) -> tuple[memoryview, m
     if header_length is None:
         return view, None
     text = header_length.strip()
-    if not text.isdigit() or len(text) > _MAX_HEADER_DIGITS:
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_HEADER_DIGITS:  # '²'.isdigit() is true
         raise InputError(f"{HEADER_LENGTH} must be a non-negative integer, got {header_length[:40]!r}")
     length = int(text)
     if length > len(body):
@@ -121,7 +121,7 @@ class _Tensor:
 
     def pixels_from_json(self, text_has_booleans: bool) -> np.ndarray:
         if self.datatype == BYTES:
-            items = _flatten(self.data, self.what)
+            items = _flatten(self.data, len(self.shape), self.what)
             self._check_count(len(items), "data holds")
             return np.stack([self._json_image(item, f"{self.what} element {i}") for i, item in enumerate(items)])
         dtype = np.dtype(NUMERIC[self.datatype])
@@ -154,13 +154,17 @@ class _Tensor:
         return image_bytes(b64_bytes(item, what), what)
 
 
-def _flatten(data: Any, what: str) -> list[Any]:
+def _flatten(data: Any, rank: int, what: str) -> list[Any]:
+    """Nested JSON lists -> their leaves, level by level (no recursion: JSON may nest 1,000 levels)."""
     if not isinstance(data, list):
         raise InputError(f"{what}: data must be a list")
-    flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item, what) if isinstance(item, list) else [item])
-    return flat
+    level, depth = data, 1
+    while any(isinstance(item, list) for item in level):
+        depth += 1
+        if depth > rank:
+            raise InputError(f"{what}: data is nested deeper than its shape's {rank} dimensions")
+        level = [leaf for item in level for leaf in (item if isinstance(item, list) else [item])]
+    return level
 
 
 def _length_prefixed(raw: memoryview, what: str) -> list[bytes]:
@@ -184,8 +188,9 @@ def _requested_outputs(request: Mapping[str, Any], parameters: Mapping[str, Any]
     requested = request.get("outputs")
     if requested is None:  # the protocol: every output, in the request's default form
         return tuple(RequestedOutput(name, binary_default) for name in OUTPUTS)
-    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
-        raise InputError('"outputs" must be a list of objects with a "name"')
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                  for o in requested):
+        raise InputError('"outputs" must be a list of objects with a "name" string')
     unknown = [o["name"] for o in requested if o["name"] not in OUTPUTS]
     if unknown:
         raise InputError(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
