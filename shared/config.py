@@ -20,6 +20,7 @@ KERAS_MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17
 MODEL_NAME = "mnist"
 BACKENDS = ("onnx", "keras")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
+RECIPES = ("seed", "improved")  # trainer/model.py: the reference CNN, or the batch-norm one (docs/training.md)
 # Keras 3 backends the trainer supports; the model code is backend-neutral (Keras ops only).
 KERAS_BACKENDS = ("tensorflow", "jax")
 
@@ -149,6 +150,9 @@ class Config:
                               "`auto`: mixed bfloat16 on CPUs with AMX (faster, same accuracy) and on GPUs of"
                               " compute capability 8.0 or newer, float32 elsewhere; or force `float32` /"
                               " `mixed_bfloat16`. The published model is float32.")
+    recipe: str = _setting("MODEL_RECIPE", "seed", _one_of(*RECIPES), "trainer",
+                           "`seed`: the reference CNN of the Keras example; `improved`: batch normalisation, light"
+                           " augmentation and a one-cycle learning rate in the same time (docs/training.md).")
     keras_backend: str = _setting("KERAS_BACKEND", "tensorflow", _one_of(*KERAS_BACKENDS), "trainer",
                                   "Keras backend that trains: `tensorflow` (fastest on CPU here) or `jax` (GPUs, see"
                                   " docker-compose.gpu.yml). ONNX is exported under TensorFlow either way.")

@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     flag("--epochs", "epochs", "training epochs")
     flag("--batch-size", "batch_size", "training batch size")
     flag("--seed", "seed", "random seed")
+    flag("--recipe", "recipe", "model recipe: seed or improved")
     flag("--train-subset", "train_subset", "train on the first N images only; 0 = all")
     flag("--min-accuracy", "min_accuracy", "quality gate on test accuracy")
     flag("--keep-versions", "keep_versions", "model versions to keep")
@@ -89,6 +90,7 @@ def run(config: Config) -> int:
     backend.select(config.keras_backend, config.jax_cache_path)
     from trainer import distributed, precision
     from trainer.export import check_onnx_agrees, export_onnx, export_saved_model
+    from trainer.model import IMPROVED, optimizer_name
     from trainer.resume import Backup
     from trainer.train import evaluate, train
 
@@ -102,14 +104,18 @@ def run(config: Config) -> int:
     device = backend.training_device()
     gpu_capability = (device.compute_capability or (0, 0)) if device.kind == "gpu" else None
     numerics = precision.resolve(config.precision, gpu_capability=gpu_capability)
-    print(f"trainer: training on {images} images for {config.epochs} epochs in {numerics}"
+    print(f"trainer: training the {config.recipe} recipe on {images} images for {config.epochs} epochs in {numerics}"
           f" (TRAIN_PRECISION={config.precision}) on {config.keras_backend}, {device}", flush=True)
     backup = Backup(config.home, {
         "batch_size": config.batch_size, "seed": config.seed, "train_subset": config.train_subset,
         "precision": numerics, "backend": config.keras_backend, "processes": job.processes,
-        "dataset_sha256": config.dataset_sha256,
+        "dataset_sha256": config.dataset_sha256, "recipe": config.recipe,
+        # The improved recipe's learning rate follows the whole run's length, so its epochs are not a prefix
+        # of a longer run's: EPOCHS is part of its fingerprint.
+        **({"epochs": config.epochs} if config.recipe == IMPROVED else {}),
     }, writer=job.is_chief)
-    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics, backup, job)
+    training = train(data, config.epochs, config.batch_size, config.seed, config.train_subset, numerics, backup, job,
+                     config.recipe)
     if not job.is_chief:
         print(f"trainer: process {job.index} of {job.processes} done; process 0 evaluates and publishes", flush=True)
         return 0
@@ -138,9 +144,11 @@ def run(config: Config) -> int:
                 "seed": config.seed,
                 "train_images": training.train_images,
                 "precision": numerics,
-                "optimizer": "rmsprop",
+                "optimizer": optimizer_name(config.recipe),
                 "loss": "categorical_crossentropy",
             },
+            "recipe": config.recipe,
+            "parameters": training.model.count_params(),
             "backend": config.keras_backend,
             "device": str(device),
             "history": training.history,
