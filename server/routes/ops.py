@@ -7,10 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app
 
 from server import metrics
-from server.errors import Unavailable
+from server.dataplane import DataPlane
 from server.openapi import openapi_document
 from server.services import services
-from shared.model_store import ModelStore, ModelStoreError
 
 bp = Blueprint("ops", __name__)
 
@@ -22,11 +21,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    manager = services().manager
-    current = manager.current
-    if current is None:
-        raise Unavailable(manager.not_ready_reason(), ready=False)
-    return {"ready": True, "model_version": current.version}
+    return {"ready": True, "model_version": services().plane.ready().version}
 
 
 @bp.get("/metrics")
@@ -35,24 +30,21 @@ def prometheus():
     return Response(body, content_type=content_type)
 
 
-def _version_summary(store: ModelStore, version: int) -> dict[str, Any]:
-    try:
-        metadata = store.metadata(version)
-    except ModelStoreError:
-        metadata = {}
+def _version_summary(plane: DataPlane, version: int) -> dict[str, Any]:
+    metadata = plane.stored_metadata(version)
     return {"version": version, "created": metadata.get("created"), "test_accuracy": metadata.get("test_accuracy")}
 
 
 @bp.get("/models")
 def models():
     found = services()
-    manager, current = found.manager, found.manager.current
+    plane, current = found.plane, found.plane.current
     return {
         "served_version": current.version if current else None,
         "pinned": found.config.pinned_version,
         "backend": found.config.backend,
-        "versions": [_version_summary(manager.store, version) for version in manager.store.versions()],
-        "failed": manager.failures(),
+        "versions": [_version_summary(plane, version) for version in plane.versions()],
+        "failed": plane.failures(),
         "metadata": current.metadata if current else None,
     }
 

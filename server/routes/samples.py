@@ -35,7 +35,7 @@ def list_samples():
     split = _split_arg("test")
     offset, limit = _window(len(found.samples.split(split)[0]), 15, "limit", MAX_LIMIT)
     wrong_only = bool_arg("wrong_only")
-    model = found.plane.model() if wrong_only else found.manager.current  # mistakes need a model: 503 without
+    model = found.plane.model() if wrong_only else found.plane.current  # mistakes need a model: 503 without
     return found.samples.page(found.plane, model, split, offset, limit, wrong_only)
 
 
@@ -70,7 +70,7 @@ def grid():
     offset, count = _window(len(images), 15, "count", MAX_GRID)
     cols = int_arg("cols", 5, 1, MAX_COLS)
     stop = min(len(images), offset + count)
-    model = found.manager.current
+    model = found.plane.current
     predicted = None
     if model is not None and stop > offset:
         predicted = [int(p) for p in found.samples.predictions(found.plane, model, split, offset, stop)[0]]

@@ -14,23 +14,20 @@ bp = Blueprint("tfserving", __name__)
 PREFIX = f"/v1/models/{MODEL_NAME}"
 
 
-def _failed() -> dict[int, str]:
-    return {failure["version"]: failure["error"] for failure in services().manager.failures()}
-
-
 @bp.get(PREFIX)
 def model_status():
-    served = services().plane.model()  # 503 with the reason before a model is served
-    return tfserving.model_status([served.version], _failed())
+    plane = services().plane
+    served = plane.model()  # 503 with the reason before a model is served
+    return tfserving.model_status([served.version], plane.failed())
 
 
 @bp.get(PREFIX + "/versions/<int:version>")
 def version_status(version: int):
-    failed = _failed()
+    plane = services().plane
+    failed = plane.failed()
     if version in failed:
         return tfserving.model_status([], {version: failed[version]})
-    services().plane.model(version)  # 404 when unknown; loads it on demand otherwise
-    return tfserving.model_status([version], {})
+    return tfserving.model_status([plane.known_version(version)], {})  # 404 when unknown; loads nothing
 
 
 @bp.get(PREFIX + "/metadata")
@@ -40,7 +37,7 @@ def metadata():
 
 @bp.get(PREFIX + "/versions/<int:version>/metadata")
 def version_metadata(version: int):
-    return tfserving.metadata(services().plane.model(version).version)
+    return tfserving.metadata(services().plane.known_version(version))
 
 
 def _predict(version: int | None):

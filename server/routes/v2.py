@@ -31,9 +31,7 @@ def live():
 
 @bp.get("/v2/health/ready")
 def ready():
-    manager = services().manager
-    if manager.current is None:
-        raise Unavailable(manager.not_ready_reason(), ready=False)
+    services().plane.ready()
     return {"ready": True}
 
 
@@ -42,19 +40,23 @@ def ready():
 def model_metadata(version: int | None = None):
     found = services()
     if version is not None:
-        found.plane.model(version)  # 404 for a version the store does not hold
+        found.plane.known_version(version)  # 404 for a version the store does not hold; loads nothing
     platform = "onnxruntime_onnx" if found.config.backend == "onnx" else "tensorflow_keras"
-    return v2.model_metadata(found.manager.store.versions(), platform)
+    return v2.model_metadata(found.plane.versions(), platform)
 
 
 @bp.get(MODEL + "/ready")
 @bp.get(VERSION + "/ready")
 def model_ready(version: int | None = None):
-    manager = services().manager
-    if version is None and manager.current is None:
-        raise Unavailable(manager.not_ready_reason(), name=MODEL_NAME, ready=False)
-    if version is not None:
-        services().plane.model(version)  # 404 unknown, 503 when it fails to load
+    plane = services().plane
+    if version is None:
+        plane.ready(name=MODEL_NAME)
+        return {"name": MODEL_NAME, "ready": True}
+    failed = plane.failed()
+    if version in failed:
+        raise Unavailable(f"model version {version} failed to load: {failed[version]}", name=MODEL_NAME,
+                          ready=False)
+    plane.known_version(version)  # 404 unknown; a version in the store is loaded when inference asks for it
     return {"name": MODEL_NAME, "ready": True}
 
 
