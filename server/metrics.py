@@ -51,6 +51,15 @@ RELOADS = Counter("mnist_model_reloads_total", "Times a worker switched to anoth
 LOAD_FAILURES = Counter("mnist_model_load_failures_total", "Model versions that failed to load", ["version"])
 
 
+# Label values come from this fixed set: any 3-20 letter word is a valid HTTP method to Werkzeug, and each
+# invented one would otherwise be a new series in every worker's metric files and in /metrics.
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
 def _route() -> str:
     # The URL rule, not the raw path, so that /samples/test/1.png and /samples/test/2.png share a series.
     rule = request.url_rule
@@ -65,7 +74,7 @@ def install(app: Flask) -> None:
     @app.after_request
     def count(response: Response) -> Response:
         route = _route()
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        REQUESTS.labels(method_label(request.method), route, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
             LATENCY.labels(route).observe(time.perf_counter() - started)

@@ -70,8 +70,10 @@ class ModelStore:
         found = []
         for entry in self.base_path.iterdir():
             name = entry.name
-            if name.startswith(prefix) and name[len(prefix):].isdigit() and entry.is_dir():
-                found.append(int(name[len(prefix):]))
+            number = name[len(prefix):]
+            # ASCII digits only: '²' and '٣' pass str.isdigit(), and int() fails on one and reads 3 from the other.
+            if name.startswith(prefix) and number.isascii() and number.isdigit() and entry.is_dir():
+                found.append(int(number))
         return sorted(found)
 
     def versions(self) -> list[int]:
