@@ -23,14 +23,17 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter("mnist_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
-LATENCY = Histogram(
-    "mnist_http_request_duration_seconds", "Time to answer a request", ["route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LATENCY = Histogram("mnist_http_request_duration_seconds", "Time to answer a request", ["route"],
+                    buckets=LATENCY_BUCKETS)
 BATCH_SIZE = Histogram(
     "mnist_inference_batch_size", "Images per inference call",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
+# The gRPC server's calls (server/transports/grpc_server.py): per method and gRPC status code.
+GRPC_REQUESTS = Counter("mnist_grpc_requests_total", "gRPC calls answered", ["method", "code"])
+GRPC_LATENCY = Histogram("mnist_grpc_request_duration_seconds", "Time to answer a gRPC call", ["method"],
+                         buckets=LATENCY_BUCKETS)
 # Adaptive batching (server/batching.py, BATCHING=true): what each merged call held and how long requests waited.
 BATCHED_IMAGES = Histogram(
     "mnist_batching_batch_images", "Images per merged model call",

@@ -198,6 +198,10 @@ class Config:
                                     "Batching: most images waiting per worker; beyond, 503 with Retry-After.")
     bind_host: str = _setting("BIND_HOST", "0.0.0.0", str, "server", "Address gunicorn listens on.")
     port: int = _setting("PORT", "8000", _port, "server", "TCP port gunicorn listens on.")
+    grpc_port: int = _setting("GRPC_PORT", "8001", _port, "server",
+                              "TCP port the gRPC server (python -m server.transports.grpc_server) listens on.")
+    grpc_threads: int = _setting("GRPC_THREADS", "8", _positive_int, "server",
+                                 "gRPC calls answered at once; more wait in gRPC's queue.")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
     threads: int = _setting("THREADS", "1", _positive_int, "server",
                            "Request threads per gunicorn worker; more overlap requests' Python but crowd the cores.")

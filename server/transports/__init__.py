@@ -1,0 +1,1 @@
+"""Transports beside the HTTP app (server.app): thin layers over the data plane."""

@@ -1,0 +1,207 @@
+"""The Open Inference Protocol's gRPC service, `inference.GRPCInferenceService`, over the data plane.
+
+    python -m server.transports.grpc_server      # listens on GRPC_PORT (8001)
+
+Its own process (docs/grpc.md argues why): one ModelManager with hot reload and one DataPlane, as a
+gunicorn worker has, behind grpcio's server with GRPC_THREADS threads. Beside the six calls it serves
+the standard `grpc.health.v1.Health` service (SERVING once a model is loaded) and server reflection.
+
+Per call it does what the HTTP infer route does: the bearer token (metadata `authorization`) on
+ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics; an `ApiError` becomes
+the gRPC status of its HTTP status with the same message. Messages larger than MAX_BODY_BYTES are
+refused by grpcio itself with RESOURCE_EXHAUSTED before they are decoded. On SIGTERM the health
+service answers NOT_SERVING, new calls are refused and calls in flight get REQUEST_TIMEOUT seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from server import batching, metrics
+from server.auth import check_token
+from server.backends import load_model
+from server.dataplane import DataPlane
+from server.errors import ApiError
+from server.http_errors import INTERNAL_ERROR
+from server.model_manager import Loader, ModelManager
+from server.protocols import v2_grpc
+from server.protocols import v2_grpc_messages as pb
+from shared.config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+HEALTH_POLL_SECONDS = 0.5
+# HTTP status of an ApiError -> gRPC status code (the mapping grpc-gateway and Triton use).
+CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+         404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
+         413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
+         429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+Handler = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def status_code(http_status: int) -> grpc.StatusCode:
+    return CODES.get(http_status, grpc.StatusCode.INVALID_ARGUMENT if http_status < 500
+                     else grpc.StatusCode.INTERNAL)
+
+
+class InferenceService:
+    """The six calls, each answering a message or raising ApiError."""
+
+    def __init__(self, config: Config, manager: ModelManager, plane: DataPlane) -> None:
+        self.config, self.manager, self.plane = config, manager, plane
+
+    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return pb.ServerReadyResponse(ready=self.manager.current is not None)
+
+    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+        v2_grpc.check_model(request.name)
+        version = v2_grpc.version_of(request.version)
+        if version is None:
+            return pb.ModelReadyResponse(ready=self.manager.current is not None)
+        self.plane.model(version)  # NOT_FOUND for a version the store does not hold, UNAVAILABLE if it fails
+        return pb.ModelReadyResponse(ready=True)
+
+    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return v2_grpc.server_metadata()
+
+    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        v2_grpc.check_model(request.name)
+        version = v2_grpc.version_of(request.version)
+        if version is not None:
+            self.plane.model(version)
+        platform = "onnxruntime_onnx" if self.config.backend == "onnx" else "tensorflow_keras"
+        return v2_grpc.model_metadata(self.manager.store.versions(), platform)
+
+    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        check_token(_metadata(context, "authorization"), self.config.auth_token)
+        decoded = v2_grpc.decode(request, self.plane.max_batch_size)
+        return v2_grpc.encode(self.plane.infer(decoded), decoded)
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> str:
+    for name, value in context.invocation_metadata():
+        if name == key:
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
+
+
+def _guarded(method: str, answer: Handler) -> Handler:
+    """One call with its metrics; ApiError -> its gRPC status and message, anything else -> INTERNAL."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        code, message = grpc.StatusCode.OK, ""
+        try:
+            return answer(request, context)
+        except ApiError as error:
+            code, message = status_code(error.status), error.message
+        except Exception as error:  # never expected: tests prove bad input gets a clear status
+            log.exception("unhandled error in %s: %s", method, error)
+            code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
+        finally:
+            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+            metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+        context.abort(code, message)  # raises: grpcio answers the status
+
+    return call
+
+
+def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(_guarded(name, getattr(service, name)),
+                                                  request_deserializer=request_type.FromString,
+                                                  response_serializer=response_type.SerializeToString)
+        for name, (request_type, response_type) in pb.METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler(pb.SERVICE, handlers)
+
+
+class GrpcServer:
+    """The gRPC server with its model manager, health and reflection; `start`, then `stop` to drain."""
+
+    def __init__(self, config: Config, loader: Loader = load_model, address: str | None = None) -> None:
+        self.config = config
+        self.manager = ModelManager(config, loader)
+        self.plane = DataPlane(self.manager, config.max_batch_size,
+                               batching.from_config(config, metrics.observe_batch))
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", config.max_body_bytes),
+                     ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
+        self.server.add_generic_rpc_handlers((service_handler(InferenceService(config, self.manager, self.plane)),))
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for described in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):  # reflection describes from one pool
+            _add_to_pool(described)
+        reflection.enable_server_reflection(
+            (pb.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server, pool=pb.POOL)
+        self.port = self.server.add_insecure_port(address or f"{config.bind_host}:{config.grpc_port}")
+        self._stopping = threading.Event()
+
+    def start(self, watch: bool = True) -> None:
+        if watch:
+            self.manager.start(load_first=self.config.backend == "onnx")
+        self._set_health()
+        self.server.start()
+        threading.Thread(target=self._watch_health, name="grpc-health", daemon=True).start()
+
+    def stop(self, grace: float) -> None:
+        """NOT_SERVING for the balancer, refuse new calls, let calls in flight finish for up to `grace` s."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.manager.stop()
+        if self.plane.batcher is not None:
+            self.plane.batcher.close()
+
+    def _set_health(self) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if self.manager.current is not None
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", pb.SERVICE):  # "": the whole server, what grpc_health_probe asks by default
+            self.health.set(name, status)
+
+    def _watch_health(self) -> None:
+        # The manager swaps models in its own thread; the health service follows it.
+        while not self._stopping.wait(HEALTH_POLL_SECONDS):
+            self._set_health()
+
+
+def _add_to_pool(file_descriptor: Any) -> None:
+    try:
+        pb.POOL.FindFileByName(file_descriptor.name)
+    except KeyError:
+        pb.POOL.AddSerializedFile(file_descriptor.serialized_pb)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = Config.from_env()
+    except ConfigError as error:
+        sys.exit(f"grpc server: {error}")
+    server = GrpcServer(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    log.info("gRPC GRPCInferenceService, health and reflection on port %d", server.port)
+    stop.wait()
+    log.info("draining: up to %d s for calls in flight", config.request_timeout)
+    server.stop(config.request_timeout)
+
+
+if __name__ == "__main__":
+    main()
