@@ -10,8 +10,8 @@ is where a tensor's data lives:
   INT8..INT32, `int64_contents`, `uint64_contents`, `fp32_contents`, `fp64_contents`,
   `bytes_contents`); FP16 has no typed field and must be raw, as the protocol says.
 
-Outputs are answered in `raw_output_contents` when the request sent raw inputs, in typed contents
-otherwise; the request parameter `binary_data_output` (bool) chooses explicitly.
+Outputs are answered in `raw_output_contents`, as Triton does: tritonclient.grpc's `as_numpy` reads
+nothing else. The request parameter `binary_data_output: false` asks for typed contents instead.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def decode(request: Any, max_batch_size: int) -> InferRequest:
     version = version_of(request.model_version)
     parameters = {key: parameter_value(value) for key, value in request.parameters.items()}
     raw_entries = request.raw_input_contents
-    binary = parameters.get("binary_data_output", bool(raw_entries))
+    binary = parameters.get("binary_data_output", True)
     if not isinstance(binary, bool):
         raise InputError("parameters.binary_data_output must be true or false")
     outputs = _requested_outputs(request, binary)
@@ -149,7 +149,7 @@ def decode(request: Any, max_batch_size: int) -> InferRequest:
 
 
 def encode(result: InferResult, request: InferRequest) -> Any:
-    """InferResult -> ModelInferResponse: raw_output_contents or typed contents, as decode chose."""
+    """InferResult -> ModelInferResponse: raw_output_contents, or typed contents when the request asked."""
     arrays = {"probabilities": result.probabilities, "label": result.labels}
     response = pb.ModelInferResponse(model_name=MODEL_NAME, model_version=str(result.version), id=request.id or "")
     for output in request.outputs:

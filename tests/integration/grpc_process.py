@@ -1,0 +1,58 @@
+"""A real gRPC server process (`python -m server.transports.grpc_server`) on 127.0.0.1, for tests and tools."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import ROOT, free_port
+
+
+class GrpcProcess:
+    def __init__(self, home: Path, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, "MNIST_HOME": str(home), "GRPC_PORT": str(self.port), "BIND_HOST": "127.0.0.1",
+                    "RELOAD_INTERVAL": "0.5", **env}
+        self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process it captures
+        self.process = subprocess.Popen([sys.executable, "-m", "server.transports.grpc_server"], cwd=ROOT,
+                                        env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_serving(self, timeout: float = 60) -> None:
+        """Until the standard health service says SERVING (a model is loaded)."""
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gRPC server exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass  # not listening yet
+                time.sleep(0.2)
+        raise TimeoutError(f"gRPC server not serving after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode

@@ -1,0 +1,94 @@
+"""tritonclient.grpc, kserve's InferenceGRPCClient and a grpc.health.v1 check against the real gRPC process.
+
+The server runs as it does in the image (`python -m server.transports.grpc_server`, trained model, AUTH_TOKEN
+set); each client runs unmodified in its own process (tests/integration/grpc_clients.py says why).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shared import dataset
+from tests.conftest import ROOT
+from tests.integration.grpc_process import GrpcProcess
+
+pytestmark = pytest.mark.slow
+COUNT = 64
+MIN_ACCURACY = 0.8
+TOKEN = "grpc-token"
+
+
+@pytest.fixture(scope="module")
+def server(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcProcess]:
+    process = GrpcProcess(trained_home, tmp_path_factory.mktemp("grpc") / "grpc.log", AUTH_TOKEN=TOKEN)
+    try:
+        process.wait_serving()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def digits(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
+    data = dataset.load(trained_home / "datasets" / "mnist.npz")
+    path = tmp_path_factory.mktemp("digits") / "digits.npy"
+    np.save(path, data.x_test[:COUNT])
+    return path, data.x_test[:COUNT], data.y_test[:COUNT]
+
+
+def run_client(mode: str, server: GrpcProcess, digits_path: Path) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "tests/integration/grpc_clients.py", mode, server.address,
+                           str(digits_path), TOKEN], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {line["name"]: line["value"] for line in map(json.loads, done.stdout.splitlines())}
+
+
+def test_tritonclient_grpc(server, digits) -> None:
+    path, _images, labels = digits
+    said = run_client("triton", server, path)
+    assert said["live_ready"] == [True, True, True, True]
+    assert "binary_tensor_data" in said["extensions"]
+    assert said["metadata"]["versions"] == ["1"] and said["metadata"]["inputs"][0]["name"] == "pixels"
+    for case in ("raw served", "raw 1"):  # the client's defaults, on the served and a numbered version
+        answer = said[case]
+        assert (answer["id"], answer["version"], answer["raw"]) == ("t-1", "1", 2)
+        assert answer["labels"] == answer["argmax"]
+        assert (np.array(answer["labels"]) == labels).mean() > MIN_ACCURACY
+    assert said["typed"]["raw"] == 2 and said["typed"]["labels"] == said["raw served"]["labels"]
+    assert said["typed"]["id"] == "t-2"
+    assert (np.array(said["png"]) == labels[:16]).mean() > MIN_ACCURACY - 0.1
+    assert said["unknown version"][0] == "StatusCode.NOT_FOUND" and "version 7 not found" in said["unknown version"][1]
+    assert said["no token"][0] == "StatusCode.UNAUTHENTICATED" and "bearer token" in said["no token"][1]
+
+
+def test_kserve_inference_grpc_client(server, digits) -> None:
+    path, _images, labels = digits
+    said = run_client("kserve", server, path)
+    assert said["live_ready"] == [True, True, True]
+    assert said["raw"]["labels"] == said["typed"]["labels"]
+    for form in ("raw", "typed"):
+        assert said[form]["id"] == "k-1" and said[form]["shape"] == [COUNT, 10]
+        assert (np.array(said[form]["labels"]) == labels).mean() > MIN_ACCURACY
+
+
+def test_health_service_says_serving(server, digits) -> None:
+    assert run_client("health", server, digits[0]) == {"server": "SERVING", "inference.GRPCInferenceService": "SERVING"}
+
+
+def test_sigterm_drains_and_exits_cleanly(trained_home: Path, tmp_path: Path) -> None:
+    process = GrpcProcess(trained_home, tmp_path / "grpc.log")
+    process.wait_serving()
+    process.process.send_signal(signal.SIGTERM)
+    assert process.process.wait(30) == 0, process.log()
+    assert "draining" in process.log()
+    process.stop()
