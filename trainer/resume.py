@@ -17,13 +17,22 @@ rate the first N epochs of a longer run are the same computation, so a run kille
 6 and rerun with EPOCHS=8 continues at epoch 5. A backup already past EPOCHS is not resumed
 (that model has trained more than asked), nor is one with another fingerprint: both are removed.
 A run that finished (published, or refused by the quality gate) removes its backup.
+
+One trainer at a time per home: prepare() takes an exclusive lock (`<home>/training-backup.lock`,
+flock, released when the process exits or clear() runs), and a second trainer in the same home
+refuses to start, saying which process holds it. Without it the second run deleted the first
+run's backup as "another fingerprint" while the first was still training into it, or, with the
+same settings, both wrote one folder. The lock is per process, so successive runs in one
+process (the tests) share it, and only the writer of a multi-process job takes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,11 +41,14 @@ from typing import Any
 import h5py
 import keras
 
+from shared.model_store import ModelStoreError
+
 BACKUP_FOLDER = "training-backup"
 SETTINGS_FILE = "run.json"
 HISTORY_FILE = "history.json"
 KERAS_METADATA_FILE = "training_metadata.json"  # BackupAndRestore's names for its files
 WEIGHTS_FILE = "latest.weights.h5"
+LOCK_FILE = "training-backup.lock"
 FINGERPRINT_LENGTH = 16
 # The code whose change makes an old backup another computation (the data sharding lives in distributed.py).
 TRAINING_CODE = ("model.py", "train.py", "distributed.py")
@@ -61,6 +73,37 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+class BackupInUse(ModelStoreError):
+    """Another trainer process is training in the same home (its backups and versions would be mixed)."""
+
+
+_held_locks: dict[Path, int] = {}  # lock file -> open descriptor, per process
+
+
+def _lock(home: Path) -> None:
+    path = home / LOCK_FILE
+    if path in _held_locks:
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise BackupInUse(f"another trainer ({holder}) is training in {home}; a second run there would delete or"
+                          " mix its backup. Wait for it to finish, or give this run its own HOME") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {os.uname().nodename}".encode())
+    _held_locks[path] = fd
+
+
+def _unlock(home: Path) -> None:
+    fd = _held_locks.pop(home / LOCK_FILE, None)
+    if fd is not None:
+        os.close(fd)  # closing the only descriptor releases the flock
+
+
 def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
     if not isinstance(old, dict):
         return "its settings are unreadable"
@@ -72,7 +115,8 @@ class Backup:
     """The backup folder of one run's settings under `<home>/training-backup/`."""
 
     def __init__(self, home: Path, settings: dict[str, Any], writer: bool = True) -> None:
-        self.root = Path(home) / BACKUP_FOLDER
+        self.home = Path(home)
+        self.root = self.home / BACKUP_FOLDER
         self.settings = {**settings, "keras": keras.__version__, "code_sha256": code_sha256()}
         self.folder = self.root / fingerprint(self.settings)
         self.writer = writer  # only one process of a multi-process job writes (and removes) files
@@ -83,7 +127,11 @@ class Backup:
         return int(metadata["epoch"]) if isinstance(metadata, dict) and "epoch" in metadata else 0
 
     def prepare(self, epochs: int) -> None:
-        """Remove backups that must not be resumed, saying why, before Keras looks for this run's."""
+        """Remove backups that must not be resumed, saying why, before Keras looks for this run's.
+
+        BackupInUse when another trainer process holds this home (nothing is removed then)."""
+        if self.writer:
+            _lock(self.home)
         if self.root.is_dir():
             for other in sorted(self.root.iterdir()):
                 if other != self.folder:
@@ -125,6 +173,7 @@ class Backup:
         if self.writer:
             with contextlib.suppress(OSError):  # not empty: another run's backup is in there
                 self.root.rmdir()
+            _unlock(self.home)
 
     def _remove(self, folder: Path) -> None:
         if self.writer:
