@@ -19,11 +19,36 @@ from shared.image import IMAGE_SIDE
 
 DIGIT_BOX = 20
 INK_THRESHOLD = 30  # on 0..255 after inversion: fainter pixels count as background
-MAX_IMAGE_PIXELS = 4096 * 4096  # refuse decompression bombs before decoding them
+# Decoding is bounded, because a few hundred bytes of PNG or lossless WebP can declare gigapixels.
+# The output is a 20x20 digit; a digit drawn on a canvas or photographed is legible at a few hundred
+# pixels, so anything larger only costs memory and CPU. 2048x2048 takes a full-screen canvas export or
+# a scanned page; phone photos (12-50 megapixels) are JPEG, which draft() decodes at 1/2..1/8 scale
+# straight from the file, so they are measured by the size they are decoded at, not the size stored.
+MAX_IMAGE_PIXELS = 2048 * 2048
+# Images larger than this on their longer side are shrunk by Pillow (reduce(): integer box averaging in
+# uint8) before any numpy work, so the float arrays below stay small; smaller images are untouched.
+WORK_SIDE = 1024
+# Per request: the bytes Pillow may decode for all its images together (4 RGBA images at the pixel
+# limit, 16 grayscale ones, thousands of phone-photo-sized JPEGs drafted down), bounding a request's CPU.
+MAX_REQUEST_DECODED_BYTES = 64 * 2**20
 
 
 class ImageError(ValueError):
     """The bytes are not an image we can turn into a digit; the message says why."""
+
+
+class DecodeBudget:
+    """The decoded bytes one request may still spend (`MAX_REQUEST_DECODED_BYTES`); one per request."""
+
+    def __init__(self, limit: int = MAX_REQUEST_DECODED_BYTES) -> None:
+        self.limit = limit
+        self.spent = 0
+
+    def spend(self, size: int) -> None:
+        if self.spent + size > self.limit:
+            raise ImageError(f"the request's images decode to more than {self.limit} bytes together "
+                             f"(MAX_REQUEST_DECODED_BYTES); send fewer or smaller images")
+        self.spent += size
 
 
 def scale_pixels(images: np.ndarray) -> np.ndarray:
@@ -31,17 +56,29 @@ def scale_pixels(images: np.ndarray) -> np.ndarray:
     return (np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode PNG/JPEG/... bytes into a grayscale image, refusing huge or broken files."""
+def _open_bounded(data: bytes, budget: DecodeBudget | None) -> Image.Image:
+    """Open and decode, refusing images over the pixel limit (or the request's budget) before decoding them."""
+    image = Image.open(io.BytesIO(data))
+    if image.format == "JPEG":
+        image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        side = int(MAX_IMAGE_PIXELS ** 0.5)
+        raise ImageError(f"image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels are accepted "
+                         f"({side}x{side}, MAX_IMAGE_PIXELS)")
+    if budget is not None:
+        budget.spend(width * height * len(image.getbands()))
+    image.load()
+    return ImageOps.exif_transpose(image)  # phone photos are often stored sideways plus an EXIF tag
+
+
+def decode_image(data: bytes, budget: DecodeBudget | None = None) -> Image.Image:
+    """Decode PNG/JPEG/... bytes into a grayscale image of at most WORK_SIDE a side, refusing huge or broken
+    files; `budget` counts the decoded bytes against the request's."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageError(f"image is {width}x{height}; at most {MAX_IMAGE_PIXELS} pixels are accepted")
-            image.load()
-            image = ImageOps.exif_transpose(image)  # phone photos are often stored sideways plus an EXIF tag
+            image = _open_bounded(data, budget)
     except ImageError:
         raise
     except UnidentifiedImageError:  # Pillow's own text names only an in-memory buffer object
@@ -51,9 +88,13 @@ def decode_image(data: bytes) -> Image.Image:
         raise ImageError(f"not a decodable image ({error})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image ({error})") from None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        image = _flatten_transparency(image.convert("RGBA"))
-    return image.convert("L")
+    transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    image = image.convert("RGBA" if transparent else "L")
+    if max(image.size) > WORK_SIDE:
+        image = image.reduce(-(-max(image.size) // WORK_SIDE))  # Pillow averages RGBA premultiplied
+    if transparent:
+        image = _flatten_transparency(image).convert("L")
+    return image
 
 
 def _flatten_transparency(image: Image.Image) -> Image.Image:
@@ -62,26 +103,30 @@ def _flatten_transparency(image: Image.Image) -> Image.Image:
     Where alpha is 0 there is no ink. Dark ink goes on white and light ink on black: on white
     alone, white strokes on a transparent canvas would vanish.
     """
-    alpha = np.asarray(image.getchannel("A"), dtype=np.float64)
-    brightness = np.asarray(image.convert("L"), dtype=np.float64)
-    visible = alpha.sum()
-    ink_is_light = visible > 0 and (brightness * alpha).sum() / visible > 127
+    alpha = np.asarray(image.getchannel("A"))
+    brightness = np.asarray(image.convert("L"))
+    visible = int(alpha.sum(dtype=np.int64))
+    # Integer sums (einsum buffers its casts): no image-sized float copies, and the same exact total.
+    ink_is_light = visible > 0 and int(np.einsum("ij,ij->", brightness, alpha, dtype=np.int64)) / visible > 127
     background = Image.new("RGBA", image.size, (0, 0, 0, 255) if ink_is_light else (255, 255, 255, 255))
     return Image.alpha_composite(background, image)
 
 
-def image_to_mnist(data: bytes) -> np.ndarray:
-    """Any image bytes -> (28, 28) uint8, white digit on black, centred like MNIST."""
-    gray = np.asarray(decode_image(data), dtype=np.float32)
+def image_to_mnist(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:
+    """Any image bytes -> (28, 28) uint8, white digit on black, centred like MNIST.
+
+    uint8 until the digit is cropped out: only the crop (at most WORK_SIDE a side) becomes float."""
+    gray = np.asarray(decode_image(data, budget))
     if _border_level(gray) > 127:  # dark ink on light paper: MNIST is light ink on dark
-        gray = 255.0 - gray
+        gray = 255 - gray
     # Grey paper or a dim photo: ink is what stands out from the background, not any non-black pixel.
-    gray = np.clip(gray - _border_level(gray), 0.0, 255.0)
-    ink = gray > INK_THRESHOLD
-    if not ink.any():
+    level = _border_level(gray)
+    ink = gray > INK_THRESHOLD + level
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if not len(rows):
         return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.uint8)
-    rows, cols = np.nonzero(ink)
-    digit = gray[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
+    crop = gray[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    digit = np.clip(crop.astype(np.float32) - np.float32(level), 0.0, 255.0)
     digit *= 255.0 / digit.max()  # MNIST strokes peak at full white, however faint the pencil was
     return _centre_by_mass(_fit_into_box(digit))
 

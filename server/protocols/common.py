@@ -23,7 +23,7 @@ import orjson
 
 from server.errors import InputError
 from shared.image import IMAGE_PIXELS, IMAGE_SHAPE, IMAGE_SIDE
-from shared.preprocess import ImageError, image_to_mnist
+from shared.preprocess import DecodeBudget, ImageError, image_to_mnist
 
 IMAGE_SHAPES = (IMAGE_SHAPE, (IMAGE_PIXELS,), (*IMAGE_SHAPE, 1))
 SHAPES_TEXT = f"{IMAGE_SIDE}x{IMAGE_SIDE}, {IMAGE_PIXELS} or {IMAGE_SIDE}x{IMAGE_SIDE}x1"
@@ -193,10 +193,12 @@ def one_image(array: np.ndarray, what: str) -> np.ndarray:
     return array.reshape(IMAGE_SHAPE).astype(np.float32)
 
 
-def image_bytes(data: bytes, what: str) -> np.ndarray:
-    """PNG/JPEG/... bytes -> (28, 28) float32 through the documented MNIST-style preprocessing."""
+def image_bytes(data: bytes, what: str, budget: DecodeBudget | None = None) -> np.ndarray:
+    """PNG/JPEG/... bytes -> (28, 28) float32 through the documented MNIST-style preprocessing.
+
+    `budget`: the request's decoded-bytes budget, shared by all its images (one DecodeBudget per request)."""
     try:
-        return image_to_mnist(data).astype(np.float32)
+        return image_to_mnist(data, budget).astype(np.float32)
     except ImageError as error:
         raise InputError(f"{what}: {error}") from None
 
@@ -210,10 +212,10 @@ def b64_bytes(text: Any, what: str) -> bytes:
         raise InputError(f"{what}: b64 is not valid base64") from None
 
 
-def b64_image(item: dict[str, Any], what: str) -> np.ndarray:
+def b64_image(item: dict[str, Any], what: str, budget: DecodeBudget | None = None) -> np.ndarray:
     if set(item) != {"b64"} or not isinstance(item["b64"], str):
         raise InputError(f'{what}: an object instance must be {{"b64": "<base64-encoded PNG or JPEG>"}}')
-    return image_bytes(b64_bytes(item["b64"], what), what)
+    return image_bytes(b64_bytes(item["b64"], what), what, budget)
 
 
 def instances(items: Any, field: str, max_batch_size: int, text_has_booleans: bool = True) -> np.ndarray:
@@ -228,11 +230,11 @@ def instances(items: Any, field: str, max_batch_size: int, text_has_booleans: bo
             return batch_of_images(json_pixels(items, f'"{field}"', text_has_booleans), f'"{field}"')
         except InputError:
             pass  # find the first bad instance below, for a precise message
-    images = []
+    images, budget = [], DecodeBudget()
     for index, item in enumerate(items):
         what = f'"{field}"[{index}]'
         if isinstance(item, dict):
-            images.append(b64_image(item, what))
+            images.append(b64_image(item, what, budget))
         else:
             images.append(one_image(numeric_array(item, what), what))
     return np.stack(images)

@@ -22,6 +22,7 @@ from server.protocols.common import (
     may_hold_booleans,
     npy_body,
 )
+from shared.preprocess import DecodeBudget
 
 NPY_TYPES = ("application/x-npy", "application/npy")
 
@@ -35,7 +36,8 @@ def _multipart_images(body: bytes, boundary: str | None, max_batch_size: int) ->
     if not files:
         raise InputError("multipart body holds no image files")
     check_batch_size(len(files), max_batch_size)
-    return np.stack([image_bytes(bytes(upload.data), f"file {upload.field!r} ({upload.filename!r})")
+    budget = DecodeBudget()
+    return np.stack([image_bytes(bytes(upload.data), f"file {upload.field!r} ({upload.filename!r})", budget)
                      for upload in files])
 
 

@@ -50,6 +50,7 @@ from server.protocols.common import (
 )
 from shared.config import MODEL_NAME
 from shared.image import IMAGE_SIDE
+from shared.preprocess import DecodeBudget
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_TYPE = "application/octet-stream"
@@ -119,11 +120,12 @@ class _Tensor:
         # Images in this tensor: the first dimension of pixel arrays, every element of BYTES.
         self.images = self.elements if self.datatype == BYTES else self.shape[0]
 
-    def pixels_from_json(self, text_has_booleans: bool) -> np.ndarray:
+    def pixels_from_json(self, text_has_booleans: bool, budget: DecodeBudget) -> np.ndarray:
         if self.datatype == BYTES:
             items = _flatten(self.data, len(self.shape), self.what)
             self._check_count(len(items), "data holds")
-            return np.stack([self._json_image(item, f"{self.what} element {i}") for i, item in enumerate(items)])
+            return np.stack([self._json_image(item, f"{self.what} element {i}", budget)
+                             for i, item in enumerate(items)])
         dtype = np.dtype(NUMERIC[self.datatype])
         array = json_pixels(self.data, self.what, text_has_booleans, integers_only=dtype.kind in "iu")
         self._check_count(array.size, "data holds")
@@ -131,11 +133,11 @@ class _Tensor:
             raise InputError(f"{self.what}: value {array.max()} does not fit {self.datatype}")
         return batch_of_images(array.reshape(self.shape), self.what)
 
-    def pixels_from_binary(self, raw: memoryview) -> np.ndarray:
+    def pixels_from_binary(self, raw: memoryview, budget: DecodeBudget) -> np.ndarray:
         if self.datatype == BYTES:
             items = _length_prefixed(raw, self.what)
             self._check_count(len(items), "binary data holds")
-            return np.stack([image_bytes(item, f"{self.what} element {i}") for i, item in enumerate(items)])
+            return np.stack([image_bytes(item, f"{self.what} element {i}", budget) for i, item in enumerate(items)])
         dtype = np.dtype(NUMERIC[self.datatype])
         expected = self.elements * dtype.itemsize
         if len(raw) != expected:
@@ -148,10 +150,10 @@ class _Tensor:
         if found != self.elements:
             raise InputError(f"{self.what}: shape {self.shape} needs {self.elements} values, {where} {found}")
 
-    def _json_image(self, item: Any, what: str) -> np.ndarray:
+    def _json_image(self, item: Any, what: str, budget: DecodeBudget) -> np.ndarray:
         if isinstance(item, dict):
-            return b64_image(item, what)
-        return image_bytes(b64_bytes(item, what), what)
+            return b64_image(item, what, budget)
+        return image_bytes(b64_bytes(item, what), what, budget)
 
 
 def _flatten(data: Any, rank: int, what: str) -> list[Any]:
@@ -227,11 +229,11 @@ def decode(body: bytes, header_length: str | None, max_batch_size: int, version:
         raise InputError('"inputs" must be a non-empty list of tensors')
     tensors = [_Tensor(tensor, index) for index, tensor in enumerate(inputs)]
     check_batch_size(sum(tensor.images for tensor in tensors), max_batch_size)  # before decoding any data
-    batches, offset = [], 0
+    batches, offset, budget = [], 0, DecodeBudget()
     text_has_booleans = may_hold_booleans(body, len(header))
     for tensor in tensors:
         if tensor.binary_size is None:
-            batches.append(tensor.pixels_from_json(text_has_booleans))
+            batches.append(tensor.pixels_from_json(text_has_booleans, budget))
             continue
         if binary is None:
             raise InputError(f"{tensor.what} has parameters.binary_data_size but the request has no "
@@ -239,7 +241,7 @@ def decode(body: bytes, header_length: str | None, max_batch_size: int, version:
         if offset + tensor.binary_size > len(binary):
             raise InputError(f"{tensor.what}: binary_data_size {tensor.binary_size} runs past the end of the body "
                              f"({len(binary) - offset} bytes left after the JSON and earlier inputs)")
-        batches.append(tensor.pixels_from_binary(binary[offset: offset + tensor.binary_size]))
+        batches.append(tensor.pixels_from_binary(binary[offset: offset + tensor.binary_size], budget))
         offset += tensor.binary_size
     if binary is not None and offset != len(binary):
         raise InputError(f"{len(binary) - offset} bytes follow the JSON and the binary inputs; "
