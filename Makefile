@@ -15,8 +15,9 @@ WORKERS ?= 1
 # `make train GPU=1` / `make retrain GPU=1`: train on the host's GPU with the JAX backend
 # (docker-compose.gpu.yml; docs/gpu.md).
 GPU_FILES = $(if $(filter 1 true yes,$(GPU)),-f docker-compose.yml -f docker-compose.gpu.yml)
-# `make train-local EPOCHS=2` / `make retrain EPOCHS=2`: flags for the training CLI.
-TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS))
+# `make train-local EPOCHS=2` / `make retrain EPOCHS=2 MODEL_RECIPE=improved`: flags for the training CLI
+# (flags, so they reach the containers of `GPU=1` and `WORKERS=N` alike).
+TRAIN_FLAGS = $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MODEL_RECIPE),--recipe $(MODEL_RECIPE))
 # Store maintenance runs in the trainer image (it mounts the volume read-write) without TensorFlow.
 MANAGE = $(COMPOSE) run --rm --quiet-build --entrypoint python trainer -m trainer.manage
 # What the running server container says it serves (python urllib: the slim image has no curl).
@@ -77,7 +78,7 @@ logs: ## Follow the trainer's and the server's logs
 train: ## Train in the trainer container, only if the volume holds no model yet (GPU=1: on the GPU)
 	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build trainer $(TRAIN_FLAGS)
 
-retrain: ## Publish a new model version now (EPOCHS=N, GPU=1, WORKERS=N); the running server hot-reloads it
+retrain: ## Publish a new model version now (EPOCHS=N, MODEL_RECIPE=improved, GPU=1, WORKERS=N); the running server hot-reloads it
 ifeq ($(WORKERS),1)
 	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
 else

@@ -112,5 +112,6 @@ def build_model(dtype_policy: str = "float32", recipe: str = SEED, total_steps: 
     # The mean over the images that carry weight: a padded last batch (trainer/train.py) weighs its
     # padding 0, so it neither counts nor dilutes the others.
     loss = keras.losses.CategoricalCrossentropy(reduction="mean_with_sample_weight")
-    model.compile(loss=loss, optimizer=_optimizer(recipe, total_steps), metrics=["accuracy"])
+    # weighted_metrics: Keras applies sample weights only to these, not to `metrics`.
+    model.compile(loss=loss, optimizer=_optimizer(recipe, total_steps), weighted_metrics=["accuracy"])
     return model

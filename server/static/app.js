@@ -9,6 +9,11 @@
   const MODEL_REFRESH_MS = 5000;
   const BRUSH_WIDTH = 20; // on the 280 px pad: about the stroke width of MNIST's 28 px digits
   const SVG_NS = "http://www.w3.org/2000/svg";
+  // Model version -> the recipe that trained it (MODEL_RECIPE, from the served version's metadata.json
+  // in /models), so each answer says which recipe gave it. Versions from before the setting existed
+  // were all trained with the seed recipe.
+  const recipes = new Map();
+  const recipeOf = (metadata) => metadata.recipe || "seed";
 
   const $ = (id) => document.getElementById(id);
   const percent = (p) => `${(p * 100).toFixed(1)}%`;
@@ -242,8 +247,11 @@
   function showPrediction(prediction, version, what) {
     const probabilities = prediction.probabilities;
     $("result-label").textContent = String(prediction.label);
+    const recipe = recipes.get(version);
     $("result-detail").textContent =
-      `${percent(probabilities[prediction.label])} sure, for ${what} (model version ${version}).`;
+      `${percent(probabilities[prediction.label])} sure, for ${what}` +
+      ` (model version ${version}${recipe ? `, ${recipe} recipe` : ""}).`;
+    $("result").dataset.recipe = recipe || "";
     const bars = probabilities.map((p, digit) => {
       const fill = element("span", { className: "bar-fill" });
       fill.style.width = `${(p * 100).toFixed(2)}%`; // CSSOM: allowed by the page's CSP
@@ -553,6 +561,7 @@
           : `${models.served_version}${models.pinned != null ? " (pinned)" : " (newest)"}`,
         "served-version",
       ],
+      ["Recipe", models.metadata ? recipeOf(meta) : "unknown", "recipe"],
       ["Trained", meta.created ? formatDate(meta.created) : "unknown", "trained"],
       ["Test accuracy", meta.test_accuracy != null ? percent(meta.test_accuracy) : "unknown", "test-accuracy"],
       ["Test loss", meta.test_loss != null ? meta.test_loss.toFixed(4) : "unknown", "test-loss"],
@@ -601,6 +610,7 @@
       if (serialised === shownModels) return;
       const previous = shownModels ? JSON.parse(shownModels).served_version : null;
       shownModels = serialised;
+      if (models.served_version != null && models.metadata) recipes.set(models.served_version, recipeOf(models.metadata));
       $("header-version").textContent = models.served_version == null ? "none yet" : String(models.served_version);
       renderFacts(models);
       renderCharts((models.metadata && models.metadata.history) || []);
