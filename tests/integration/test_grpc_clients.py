@@ -21,7 +21,6 @@ from shared import dataset
 from tests.conftest import ROOT
 from tests.integration.grpc_process import GrpcProcess
 
-pytestmark = pytest.mark.slow
 COUNT = 64
 MIN_ACCURACY = 0.8
 TOKEN = "grpc-token"
@@ -83,6 +82,14 @@ def test_kserve_inference_grpc_client(server, digits) -> None:
 
 def test_health_service_says_serving(server, digits) -> None:
     assert run_client("health", server, digits[0]) == {"server": "SERVING", "inference.GRPCInferenceService": "SERVING"}
+
+
+def test_the_image_probe_says_serving(server) -> None:
+    probe = [sys.executable, "-m", "server.transports.grpc_probe", server.address]
+    done = subprocess.run(probe, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "SERVING"), done.stderr
+    done = subprocess.run([*probe[:-1], "127.0.0.1:1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (1, "UNAVAILABLE")
 
 
 def test_sigterm_drains_and_exits_cleanly(trained_home: Path, tmp_path: Path) -> None:
