@@ -34,7 +34,11 @@ WORKDIR /app
 # build-time leftovers stay out of the final layers.
 FROM base AS server-deps
 COPY requirements/server.txt /tmp/requirements.txt
-RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt
+# boto3 (MODEL_STORE=s3://, docs/s3.md) needs the service models of S3 and of the credential chain
+# (STS for web identity and assumed roles, SSO, sign-in) only; the other ~440 (27 MB) leave the image.
+RUN python -m venv /opt/venv && pip install -r /tmp/requirements.txt \
+    && find /opt/venv/lib/python3.11/site-packages/botocore/data -mindepth 1 -maxdepth 1 -type d \
+        ! -name s3 ! -name sts ! -name sso ! -name sso-oidc ! -name signin -exec rm -rf {} +
 
 FROM base AS server
 COPY --from=server-deps /opt/venv /opt/venv
