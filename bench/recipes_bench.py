@@ -1,0 +1,231 @@
+"""The two model recipes side by side (MODEL_RECIPE=seed|improved, issue 27), on this machine's CPU.
+
+    python -m bench.recipes_bench            # BENCH_RECIPE_SEEDS (default 1,2,3) x both recipes -> recipes part
+    python -m bench.run --only recipes       # the same, then regenerates bench/results.md
+
+Each run is its own process (TensorFlow backend, TRAIN_PRECISION=auto, the defaults' epochs and
+batch) running trainer/train.py's `train` and `evaluate` on all 60,000 images, then the ONNX
+export and its quality gate, then the exported model under the server's own ONNX Runtime code
+(server/backends.py, 1 thread) at batch 1 and 256. Runs alternate the recipes' order seed by
+seed, so both meet the same load on a shared machine; the verdict compares median wall times.
+
+`BENCH_RECIPE_BEFORE=<git revision>` adds a third side, the seed recipe of that revision's
+trainer (ragged last batches), for the fixed-shapes comparison (issue 27 part 1), on
+BENCH_RECIPE_BEFORE_EPOCHS epochs (default 2) against the same number for ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, SHARED_MNIST, TMP, load_average, median, run_json, write_part
+
+TARGET_ACCURACY = 0.995
+# Every finished run is appended here too: a long comparison cut short keeps what it measured.
+RUNS_LOG = TMP / "recipes-runs.jsonl"
+INFERENCE_REPEATS = {1: 300, 256: 30}
+
+
+def one(recipe: str, seed: int, epochs: int) -> dict[str, Any]:
+    """Train, gate and time one recipe in this process; `recipe` "before" is an older trainer's seed."""
+    if os.environ.get("BENCH_RECIPE_TREE"):  # that older trainer, ahead of this checkout's
+        sys.path.insert(0, os.environ["BENCH_RECIPE_TREE"])
+    from bench.compile_count import StepTraces
+    from shared import dataset
+    from shared.config import Config
+    from trainer import backend, precision
+
+    backend.select(backend.TENSORFLOW)
+    import keras
+
+    from trainer.export import check_onnx_agrees, export_onnx
+    from trainer.train import evaluate, train
+
+    defaults = Config()
+    numerics = precision.resolve(defaults.precision)
+    data = dataset.load(Path(os.environ.get("MNIST_NPZ", SHARED_MNIST)))
+    cpu_started = time.process_time()  # every thread of this process: what other load disturbs least
+    with StepTraces() as traces:
+        recipe_args = {} if recipe == "before" else {"recipe": recipe}
+        run = train(data, epochs, defaults.batch_size, seed, int(os.environ.get("BENCH_RECIPE_SUBSET", "0")),
+                    numerics, **recipe_args)
+        cpu_seconds = time.process_time() - cpu_started
+        scores = evaluate(run.model, data.x_test, data.y_test)
+    result: dict[str, Any] = {
+        "recipe": recipe, "seed": seed, "epochs": epochs, "precision": numerics, "keras": keras.__version__,
+        "training_seconds": run.seconds, "training_cpu_seconds": round(cpu_seconds, 1),
+        "epoch_seconds": [entry["seconds"] for entry in run.history],
+        "test_accuracy": scores["test_accuracy"], "parameters": run.model.count_params(),
+        "traces": traces.summary(),
+    }
+    if recipe == "before":
+        return result
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = Path(folder) / "model.onnx"
+        export_onnx(run.model, onnx_path)
+        result["onnx_max_probability_difference"] = check_onnx_agrees(onnx_path, data.x_test, scores["probabilities"])
+        result["onnx_ms"] = onnx_milliseconds(onnx_path, data.x_test)
+    return result
+
+
+def onnx_milliseconds(onnx_path: Path, images: Any) -> dict[str, float]:
+    """Median milliseconds per call of the server's ONNX Runtime model (1 thread) at batch 1 and 256."""
+    from server.backends import OnnxModel
+    from shared.preprocess import scale_pixels
+
+    model = OnnxModel(onnx_path, threads=1)
+    timings = {}
+    for batch, repeats in INFERENCE_REPEATS.items():
+        x = scale_pixels(images[:batch])
+        model.predict(x)
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.predict(x)
+            seconds.append(time.perf_counter() - started)
+        timings[f"batch_{batch}"] = round(median(seconds) * 1000, 3)
+    return timings
+
+
+def before_tree(revision: str) -> Path:
+    """trainer/ and shared/ of `revision`, unpacked into a temporary folder (bench/ stays this checkout's)."""
+    folder = Path(tempfile.mkdtemp(prefix="recipes-before-"))
+    archive = subprocess.run(["git", "archive", revision, "trainer", "shared"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    accuracies = [run["test_accuracy"] for run in runs]
+    summary = {
+        "runs": runs,
+        "accuracy_per_seed": {str(run["seed"]): run["test_accuracy"] for run in runs},
+        "median_accuracy": median(accuracies),
+        "median_training_seconds": median([run["training_seconds"] for run in runs]),
+        "median_training_cpu_seconds": median([run["training_cpu_seconds"] for run in runs
+                                               if "training_cpu_seconds" in run] or [0.0]),
+        "first_epoch_median_seconds": median([run["epoch_seconds"][0] for run in runs]),
+        "later_epochs_median_seconds": median([s for run in runs for s in run["epoch_seconds"][1:]] or [0.0]),
+        "parameters": runs[0]["parameters"],
+        "traces": runs[0]["traces"],
+    }
+    if "onnx_ms" in runs[0]:
+        summary["onnx_ms"] = {key: median([run["onnx_ms"][key] for run in runs]) for key in runs[0]["onnx_ms"]}
+    return summary
+
+
+def main() -> dict[str, Any]:
+    from shared.config import RECIPES, Config
+
+    seeds = [int(seed) for seed in os.environ.get("BENCH_RECIPE_SEEDS", "1,2,3").split(",")]
+    epochs = Config().epochs
+    runs: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
+    for round_index, seed in enumerate(seeds):
+        order = RECIPES if round_index % 2 == 0 else RECIPES[::-1]
+        for recipe in order:
+            print(f"recipes_bench: {recipe}, seed {seed}, {epochs} epochs (load {load_average()})", flush=True)
+            runs[recipe].append(run_json(["-m", "bench.recipes_bench", "--one", recipe, str(seed), str(epochs)]))
+    sides = {recipe: side_summary(entries) for recipe, entries in runs.items()}
+    seed_side, improved = sides["seed"], sides["improved"]
+    result: dict[str, Any] = {
+        "epochs": epochs, "seeds": seeds, "sides": sides,
+        "time_ratio": round(improved["median_training_seconds"] / seed_side["median_training_seconds"], 3),
+        "cpu_time_ratio": round(improved["median_training_cpu_seconds"] / seed_side["median_training_cpu_seconds"], 3)
+        if seed_side["median_training_cpu_seconds"] else None,
+        "target_accuracy": TARGET_ACCURACY,
+        "load_average": load_average(),
+    }
+    result["met"] = result["time_ratio"] <= 1.0 and improved["median_accuracy"] >= TARGET_ACCURACY
+    revision = os.environ.get("BENCH_RECIPE_BEFORE")
+    if revision:
+        result["shapes"] = shapes_comparison(revision, int(os.environ.get("BENCH_RECIPE_BEFORE_EPOCHS", "2")))
+    write_part("recipes", result)
+    return result
+
+
+def shapes_comparison(revision: str, epochs: int) -> dict[str, Any]:
+    """Seed recipe, seed 1: `revision`'s trainer (ragged batches) against ours (fixed shapes), alternating twice."""
+    tree = before_tree(revision)
+    env = {"BENCH_RECIPE_TREE": str(tree)}
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for round_index in range(2):
+        for side in ("before", "after") if round_index == 0 else ("after", "before"):
+            print(f"recipes_bench: shapes, {side} ({revision if side == 'before' else 'this checkout'}),"
+                  f" {epochs} epochs (load {load_average()})", flush=True)
+            args = ["-m", "bench.recipes_bench", "--one", "before" if side == "before" else "seed", "1", str(epochs)]
+            runs[side].append(run_json(args, env=env if side == "before" else None))
+    return {"revision": revision, "epochs": epochs,
+            **{side: side_summary(entries) for side, entries in runs.items()}}
+
+
+def section(part: dict[str, Any]) -> list[str]:
+    """The bench/results.md section of the recipes part."""
+    sides = part["sides"]
+    rows = []
+    for recipe, side in sides.items():
+        rows.append([
+            recipe, ", ".join(f"{seed}: {accuracy:.4f}" for seed, accuracy in side["accuracy_per_seed"].items()),
+            f"{side['median_accuracy']:.4f}", f"{side['median_training_seconds']:.1f}",
+            f"{side['first_epoch_median_seconds']:.1f} / {side['later_epochs_median_seconds']:.1f}",
+            f"{side['parameters']:,}", f"{side['onnx_ms']['batch_1']:.3f}", f"{side['onnx_ms']['batch_256']:.2f}",
+        ])
+    seed_ms, improved_ms = sides["seed"]["onnx_ms"], sides["improved"]["onnx_ms"]
+    cpu_ratio = f", {part['cpu_time_ratio']:.3f} in CPU seconds" if part.get("cpu_time_ratio") else ""
+    lines = [
+        f"## Model recipes: seed vs improved ({part.get('measured_at', '')})",
+        "",
+        "| recipe | test accuracy per seed | median | training s (median) | s/epoch first / later | parameters"
+        " | ONNX ms batch 1 | ONNX ms batch 256 |",
+        "|---|---|---|---|---|---|---|---|",
+        *["| " + " | ".join(row) + " |" for row in rows],
+        "",
+        f"{part['epochs']} epochs each, TensorFlow on this machine's CPU, runs alternating the order seed by seed"
+        f" (`python -m bench.run --only recipes`). Improved / seed training time: **{part['time_ratio']:.3f}**"
+        f" in wall seconds{cpu_ratio};"
+        f" improved median accuracy {sides['improved']['median_accuracy']:.4f} (target >="
+        f" {part['target_accuracy']}): **{'met' if part['met'] else 'not met'}**. Serving cost of the improved"
+        f" model (server's ONNX Runtime code, 1 thread): x{improved_ms['batch_1'] / seed_ms['batch_1']:.2f} at"
+        f" batch 1, x{improved_ms['batch_256'] / seed_ms['batch_256']:.2f} at batch 256. Recipes: docs/training.md.",
+        "",
+    ]
+    shapes = part.get("shapes")
+    if shapes:
+        def trace_text(side: dict[str, Any]) -> str:
+            return ", ".join(f"{name} {count}" for name, count in side["traces"].items())
+
+        lines += [
+            f"### Fixed shapes: before ({shapes['revision']}) vs after, seed recipe, {shapes['epochs']} epochs",
+            "",
+            "| side | traced programs | s/epoch first | s/epoch later | training s | test accuracy |",
+            "|---|---|---|---|---|---|",
+            *[f"| {name} | {trace_text(side)} | {side['first_epoch_median_seconds']:.1f}"
+              f" | {side['later_epochs_median_seconds']:.1f} | {side['median_training_seconds']:.1f}"
+              f" | {side['median_accuracy']:.4f} |" for name, side in (("before", shapes["before"]),
+                                                                       ("after", shapes["after"]))],
+            "",
+            "Traced programs = calls of Keras' train/test/predict step functions, which run once per new input"
+            " shape (a TensorFlow graph, or an XLA program under JAX). Medians of 2 alternating runs.",
+            "",
+        ]
+    return lines
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--one":
+        measured = json.dumps(one(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+        TMP.mkdir(parents=True, exist_ok=True)
+        with RUNS_LOG.open("a") as log:
+            log.write(measured + "\n")
+        print(measured, flush=True)
+    else:
+        print(json.dumps(main()), flush=True)
