@@ -47,11 +47,11 @@ promtool: ## Install Debian's prometheus package for `promtool check metrics` (t
 test: $(BIN)/.installed browser promtool ## Run the whole test suite (installs what it needs first)
 	$(BIN)/python -m pytest
 
-test-fast: $(BIN)/.installed promtool ## The in-process layer only (codecs, data plane, routes; no training, no processes)
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: $(BIN)/.installed promtool ## tests/unit only: in-process (codecs, data plane, routes; no training, no processes)
+	$(BIN)/python -m pytest tests/unit
 
 soak: $(BIN)/.installed ## 60 s of prediction load through a publish, hot reload and rollback; 10,000 requests' memory
-	SOAK_SECONDS=60 SOAK_REQUESTS=10000 $(BIN)/python -m pytest -s tests/soak
+	SOAK_SECONDS=60 SOAK_REQUESTS=10000 $(BIN)/python -m pytest -s tests/integration/soak
 
 lint: $(BIN)/.installed ## ruff over the code, hadolint over the Dockerfile, `docker compose config`
 	$(BIN)/ruff check .

@@ -33,14 +33,20 @@ TRAIN_SUBSET = 4000
 QUICK_MIN_ACCURACY = 0.5
 
 
-# A test that uses one of these needs a trained model or a real process: it is slow whatever its module says,
-# so `make test-fast` (-m "not slow") stays the in-process layer without every module having to remember.
-SLOW_FIXTURES = {"trained_home", "home_copy", "start_server", "start_module_server"}
+# The layer is the folder: unit/ is in-process (no trained model, no server or trainer process, milliseconds);
+# integration/ runs the real trainer on a slice and real gunicorn; system/ runs Docker, compose and a browser.
+# `make test-fast` runs tests/unit; the other two layers are marked `slow` here, so no module has to say so.
+LAYERS = ("unit", "integration", "system")
+SLOW_LAYERS = {"integration", "system"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).resolve().parent
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        layer = item.path.resolve().relative_to(tests).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(LAYERS)}}}/")
+        if layer in SLOW_LAYERS:
             item.add_marker(pytest.mark.slow)
 
 

@@ -26,7 +26,6 @@ from shared.config import Config
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.store_s3 import MARKER, S3ModelStore
 
-pytestmark = pytest.mark.slow  # real processes: rclone serve s3, a trainer, gunicorn
 ZERO = [[0] * 28] * 28
 
 

@@ -17,7 +17,6 @@ from conftest import assert_json_error
 
 from shared.preprocess import mnist_to_png
 
-pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token-never-logged"
 MAX_BODY = 60_000
 MAX_BATCH = 4

@@ -11,8 +11,6 @@ from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
 
 from shared.model_store import ModelStore
 
-pytestmark = pytest.mark.slow
-
 SLICE = {"KERAS_BACKEND": "jax", "TRAIN_SUBSET": "1000", "EPOCHS": "3", "MIN_ACCURACY": "0.5"}
 TIMEOUT_S = 60  # DISTRIBUTION_TIMEOUT in these tests: how long a worker may wait for a lost peer
 # Three epochs on 1,000 images: the data order differs between 1 and 2 workers (each shuffles its shard),

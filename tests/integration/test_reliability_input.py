@@ -29,7 +29,6 @@ from conftest import LiveServer, assert_json_error
 
 from shared.preprocess import mnist_to_png
 
-pytestmark = pytest.mark.slow
 WORKERS, THREADS = 2, 2
 MAX_BATCH = 1024
 ZERO = [[0] * 28] * 28

@@ -24,7 +24,6 @@ from PIL import Image
 from shared import dataset
 from shared.preprocess import mnist_to_png
 
-pytestmark = pytest.mark.slow
 DIGITS = 200
 
 

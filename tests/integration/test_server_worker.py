@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import requests
 
-pytestmark = pytest.mark.slow
 PATH = "/v2/models/mnist/infer"
 BODY = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
                                "data": [0] * 784}]}).encode()

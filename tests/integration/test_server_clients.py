@@ -19,7 +19,6 @@ import pytest
 from shared import dataset
 from shared.preprocess import mnist_to_png
 
-pytestmark = pytest.mark.slow
 COUNT = 64
 MIN_ACCURACY = 0.8
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_MNIST_SHA256, run_trainer
+from conftest import SHARED_MNIST_SHA256
 
 from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL, Config, ConfigError, config_table, parse_setting
 
@@ -99,32 +99,3 @@ def test_config_table_documents_every_variable():
     table = config_table()
     for variable in ("MNIST_HOME", "MNIST_URL", "MNIST_SHA256", "EPOCHS", "MIN_ACCURACY", "KEEP_VERSIONS"):
         assert f"| `{variable}` |" in table
-
-
-# The trainer CLI answers these before importing TensorFlow, so they cost well under a second each.
-
-
-def test_trainer_exits_2_with_one_line_for_a_bad_environment_value(tmp_path):
-    result = run_trainer(tmp_path, "unused", EPOCHS="ten")
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines == ["trainer: invalid configuration: EPOCHS='ten': must be a whole number"]
-    assert not (tmp_path / "mnist").exists()
-
-
-def test_trainer_refuses_a_bad_flag_value_like_its_variable(tmp_path):
-    result = run_trainer(tmp_path, "unused", "--epochs", "0")
-    assert result.returncode == 2
-    assert "argument --epochs: '0' must be at least 1" in result.stderr
-
-
-def test_trainer_flags_override_the_environment(home_copy, tmp_path):
-    # MNIST_HOME points at an empty volume and SKIP_IF_PUBLISHED is off; the flags point at a
-    # volume holding version 1 and turn skipping on, so the trainer must skip without training.
-    empty = tmp_path / "empty"
-    result = run_trainer(
-        empty, "unused", "--home", str(home_copy), "--skip-if-published", SKIP_IF_PUBLISHED="false"
-    )
-    assert result.returncode == 0, result.stderr
-    assert "already holds version 1; not training" in result.stdout
-    assert not empty.exists()

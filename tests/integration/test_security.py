@@ -18,7 +18,6 @@ from conftest import ROOT, LiveServer
 
 from shared.config import Config
 
-pytestmark = pytest.mark.slow
 TOKEN = "tok-7Hq2-never-in-a-log"
 ZERO = [[0] * 28] * 28
 # A valid body for each route the OpenAPI document marks as secured.

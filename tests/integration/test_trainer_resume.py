@@ -4,13 +4,10 @@ only a backup made with the same settings is resumed."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from conftest import QUICK_MIN_ACCURACY, SHARED_MNIST
 from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
 
 from shared.model_store import ModelStore
-
-pytestmark = pytest.mark.slow
 
 SLICE = {"TRAIN_SUBSET": "1000", "EPOCHS": "4", "MIN_ACCURACY": str(QUICK_MIN_ACCURACY)}
 

@@ -17,7 +17,6 @@ from conftest import assert_json_error
 
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 
-pytestmark = pytest.mark.slow
 ZERO = [[0] * 28 for _ in range(28)]
 WORKERS = 2
 

@@ -28,7 +28,6 @@ from soak.load import Load
 
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 
-pytestmark = pytest.mark.slow
 ZERO = [[0] * 28] * 28
 WORKERS = 2
 

@@ -33,8 +33,6 @@ import requests
 from conftest import ROOT, SHARED_MNIST
 from test_compose import ARTIFACTS, BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, docker_unavailable
 
-pytestmark = pytest.mark.slow
-
 REPLICAS = 3
 MARK_TIMEOUT = 30  # seconds for the proxy to take a replica out of, or back into, the pool
 CONVERGE_TIMEOUT = 30  # seconds after a publish for every replica to serve it (RELOAD_INTERVAL is 1 s here)

@@ -14,7 +14,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = pytest.mark.slow
 WORKERS = 2
 CONNECTIONS = 8
 REBALANCE_SECONDS = 20  # four moves at most every 0.2 s each, with room for a loaded CI machine

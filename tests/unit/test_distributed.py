@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import run_trainer
 
 from shared.config import Config, ConfigError
 from trainer.distributed import Job, job_from
@@ -29,14 +28,6 @@ def test_one_process_is_no_job_and_keras_addresses_name_the_coordinator_first() 
 def test_settings_that_cannot_form_a_job_are_refused(changes: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         job_from(Config.from_env({**JOB, **changes}))
-
-
-@pytest.mark.slow  # starts the trainer process
-def test_the_trainer_refuses_them_with_exit_2_before_training(tmp_path, mnist_http) -> None:
-    result = run_trainer(tmp_path, mnist_http.url(), **{**JOB, "KERAS_BACKEND": "tensorflow"}, timeout=120)
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "multi-worker training needs KERAS_BACKEND=jax" in result.stderr and "Traceback" not in result.stderr
-    assert "epoch" not in result.stdout and not (tmp_path / "mnist").exists()
 
 
 @pytest.mark.parametrize("rows", [1000, 1001, 7])

@@ -147,25 +147,6 @@ def tiny_mnist(images: int):
         return Mnist(*(archive[key][:images] for key in ("x_train", "y_train", "x_test", "y_test")))
 
 
-AMX_CPU = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\n"
-AVX512_BF16_CPU = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n"
-
-
-@pytest.mark.parametrize(
-    ("setting", "cpuinfo", "expected"),
-    [
-        ("auto", AMX_CPU, "mixed_bfloat16"),
-        ("auto", AVX512_BF16_CPU, "float32"),  # bfloat16 without AMX measured slower than float32
-        ("auto", "", "float32"),
-        ("float32", AMX_CPU, "float32"),
-        ("mixed_bfloat16", AVX512_BF16_CPU, "mixed_bfloat16"),
-    ],
-)
-def test_auto_precision_is_mixed_bfloat16_only_on_cpus_with_amx(setting, cpuinfo, expected):
-    assert precision.resolve(setting, cpuinfo) == expected
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("numerics", ["mixed_bfloat16", "float32"])
 def test_training_in_either_precision_returns_the_trained_weights_as_float32(numerics, monkeypatch):
     import trainer.train
@@ -190,7 +171,6 @@ def test_training_in_either_precision_returns_the_trained_weights_as_float32(num
     assert len(run.history) == 1 and 0 < run.history[0]["loss"] < 10
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("on_terminal", [True, False])
 def test_training_shows_keras_progress_bar_only_on_a_terminal(on_terminal, capsys, monkeypatch):
     from trainer.train import train
@@ -229,7 +209,6 @@ def test_skip_if_published_exits_0_without_training(home_copy, mnist_http):
     assert mnist_http.requests[requests_before:] == []
 
 
-@pytest.mark.slow  # starts the trainer process
 def test_a_dataset_failure_exits_1_with_one_line(tmp_path, mnist_http):
     url = mnist_http.url("truncated.npz")
     result = run_trainer(tmp_path, url)

@@ -28,8 +28,6 @@ from conftest import ROOT, SHARED_MNIST, free_port
 
 from shared.config import Config
 
-pytestmark = pytest.mark.slow
-
 ARTIFACTS = ROOT / "test-artifacts"
 BUILD_TIMEOUT = 1800  # a cold build downloads and installs TensorFlow
 READY_TIMEOUT = 300  # trains one short epoch first on an empty volume

@@ -27,8 +27,6 @@ from conftest import ROOT, SHARED_MNIST, LiveServer
 from shared.config import MODEL_NAME
 from shared.model_store import METADATA_FILE, ModelStore
 
-pytestmark = pytest.mark.slow
-
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless and quiet: no GPU, no background traffic to Google's services, no first-run UI.
 CHROMIUM_ARGS = [

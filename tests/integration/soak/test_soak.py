@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 import requests
 from conftest import run_trainer
 
 from shared.model_store import METADATA_FILE, ModelStore
 from soak.load import BLANK_DIGIT, Load, percentiles
 
-pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "10"))
 SOAK_REQUESTS = int(os.environ.get("SOAK_REQUESTS", "2000"))
 LONG = SOAK_SECONDS >= 60

@@ -10,12 +10,10 @@ import io
 from pathlib import Path
 
 import numpy as np
-import pytest
 import requests
 
 from shared import dataset
 
-pytestmark = pytest.mark.slow
 COUNT = 300
 
 
