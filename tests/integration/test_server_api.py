@@ -3,7 +3,7 @@
 One server (two workers, like production) over real MNIST serves the whole module: real digits
 predicted well above chance through every wire format, metrics across workers, no TensorFlow in
 an ONNX worker. Each route's HTTP contract and every malformed body are tested in-process
-(tests/test_server_routes.py, tests/protocols/); tests that change the store or the settings
+(tests/unit/test_server_routes.py, tests/unit/protocols/); tests that change the store or the settings
 live in the other test_server_* modules.
 """
 

