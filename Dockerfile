@@ -47,7 +47,8 @@ COPY server/ server/
 # Numeric, so the runtime (and a Kubernetes runAsNonRoot check) can tell it is not root.
 USER 10001:10001
 ENV BIND_HOST=0.0.0.0 PORT=8000
-EXPOSE 8000
+# 8000: gunicorn (HTTP); 8001: the gRPC service, this image run as `python -m server.transports.grpc_server`.
+EXPOSE 8000 8001
 # The slim image has no curl: ask /readyz with the standard library (a 503 raises, so exit status 1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=2)"]
@@ -69,7 +70,7 @@ COPY deploy/haproxy/haproxy.cfg /usr/local/etc/haproxy/haproxy.cfg
 RUN haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg
 # HAProxy needs no root: its ports are above 1024 and it writes nothing.
 USER 10001:10001
-EXPOSE 8000 8404
+EXPOSE 8000 8001 8404
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8404/healthz', timeout=2)"]
 # -db: stay in the foreground and log to stdout, as a container's one process should.

@@ -99,8 +99,9 @@ def test_the_proxy_publishes_the_api_for_every_replica() -> None:
     # the port the single server used, and its stats on the host's loopback only.
     assert "ports" not in server and server["scale"] == 1
     assert proxy["build"]["target"] == "proxy" and proxy["depends_on"]["server"]
-    api, stats = proxy["ports"]
+    api, grpc, stats = proxy["ports"]
     assert (api["host_ip"], api["published"], api["target"]) == ("127.0.0.1", "8000", 8000)
+    assert (grpc["host_ip"], grpc["published"], grpc["target"]) == ("127.0.0.1", "8001", 8001)  # docs/grpc.md
     assert (stats["host_ip"], stats["published"], stats["target"]) == ("127.0.0.1", "8404", 8404)
     assert server["read_only"] and proxy["read_only"] and proxy["restart"] == "unless-stopped"
 
@@ -108,8 +109,8 @@ def test_the_proxy_publishes_the_api_for_every_replica() -> None:
 def test_published_port_and_replicas_are_configurable() -> None:
     services = compose_config("docker-compose.yml", PORT="9123", REPLICAS="3", PUBLISH_ADDRESS="0.0.0.0")["services"]
     assert services["proxy"]["ports"][0]["published"] == "9123" and services["server"]["scale"] == 3
-    # Only the API follows PUBLISH_ADDRESS: the stats stay on loopback.
-    assert [port["host_ip"] for port in services["proxy"]["ports"]] == ["0.0.0.0", "127.0.0.1"]
+    # Only the APIs (HTTP and gRPC) follow PUBLISH_ADDRESS: the stats stay on loopback.
+    assert [port["host_ip"] for port in services["proxy"]["ports"]] == ["0.0.0.0", "0.0.0.0", "127.0.0.1"]
 
 
 def test_compose_defaults_are_the_codes_defaults() -> None:
