@@ -117,10 +117,11 @@ def side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "first_epoch_median_seconds": median([run["epoch_seconds"][0] for run in runs]),
         "later_epochs_median_seconds": median([s for run in runs for s in run["epoch_seconds"][1:]] or [0.0]),
         "parameters": runs[0]["parameters"],
-        "traces": runs[0]["traces"],
+        "traces": next((run["traces"] for run in runs if "traces" in run), {}),
     }
-    if "onnx_ms" in runs[0]:
-        summary["onnx_ms"] = {key: median([run["onnx_ms"][key] for run in runs]) for key in runs[0]["onnx_ms"]}
+    timed = [run["onnx_ms"] for run in runs if "onnx_ms" in run]  # "before" runs stop at training
+    if timed:
+        summary["onnx_ms"] = {key: median([entry[key] for entry in timed]) for key in timed[0]}
     return summary
 
 
@@ -135,10 +136,31 @@ def main() -> dict[str, Any]:
         for recipe in order:
             print(f"recipes_bench: {recipe}, seed {seed}, {epochs} epochs (load {load_average()})", flush=True)
             runs[recipe].append(run_json(["-m", "bench.recipes_bench", "--one", recipe, str(seed), str(epochs)]))
+    result = summarise(runs, epochs)
+    revision = os.environ.get("BENCH_RECIPE_BEFORE")
+    if revision:
+        result["shapes"] = shapes_comparison(revision, int(os.environ.get("BENCH_RECIPE_BEFORE_EPOCHS", "2")))
+    write_part("recipes", result)
+    return result
+
+
+def collect() -> dict[str, Any]:
+    """The recipes part from the runs RUNS_LOG holds (a comparison cut short), written as `main` would."""
+    from shared.config import RECIPES
+
+    recorded = [json.loads(line) for line in RUNS_LOG.read_text().splitlines() if line.strip()]
+    runs = {recipe: [run for run in recorded if run["recipe"] == recipe] for recipe in RECIPES}
+    result = summarise(runs, recorded[0]["epochs"])
+    write_part("recipes", result)
+    return result
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]], epochs: int) -> dict[str, Any]:
     sides = {recipe: side_summary(entries) for recipe, entries in runs.items()}
     seed_side, improved = sides["seed"], sides["improved"]
     result: dict[str, Any] = {
-        "epochs": epochs, "seeds": seeds, "sides": sides,
+        "epochs": epochs, "seeds": sorted({run["seed"] for entries in runs.values() for run in entries}),
+        "sides": sides,
         "time_ratio": round(improved["median_training_seconds"] / seed_side["median_training_seconds"], 3),
         "cpu_time_ratio": round(improved["median_training_cpu_seconds"] / seed_side["median_training_cpu_seconds"], 3)
         if seed_side["median_training_cpu_seconds"] else None,
@@ -146,10 +168,6 @@ def main() -> dict[str, Any]:
         "load_average": load_average(),
     }
     result["met"] = result["time_ratio"] <= 1.0 and improved["median_accuracy"] >= TARGET_ACCURACY
-    revision = os.environ.get("BENCH_RECIPE_BEFORE")
-    if revision:
-        result["shapes"] = shapes_comparison(revision, int(os.environ.get("BENCH_RECIPE_BEFORE_EPOCHS", "2")))
-    write_part("recipes", result)
     return result
 
 
@@ -227,5 +245,7 @@ if __name__ == "__main__":
         with RUNS_LOG.open("a") as log:
             log.write(measured + "\n")
         print(measured, flush=True)
+    elif sys.argv[1:] == ["--collect"]:
+        print(json.dumps(collect()), flush=True)
     else:
         print(json.dumps(main()), flush=True)

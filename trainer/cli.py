@@ -104,8 +104,9 @@ def run(config: Config) -> int:
     device = backend.training_device()
     gpu_capability = (device.compute_capability or (0, 0)) if device.kind == "gpu" else None
     numerics = precision.resolve(config.precision, gpu_capability=gpu_capability)
-    print(f"trainer: training the {config.recipe} recipe on {images} images for {config.epochs} epochs in {numerics}"
-          f" (TRAIN_PRECISION={config.precision}) on {config.keras_backend}, {device}", flush=True)
+    print(f"trainer: training on {images} images for {config.epochs} epochs in {numerics}"
+          f" (TRAIN_PRECISION={config.precision}) on {config.keras_backend}, {device};"
+          f" recipe {config.recipe} (MODEL_RECIPE)", flush=True)
     backup = Backup(config.home, {
         "batch_size": config.batch_size, "seed": config.seed, "train_subset": config.train_subset,
         "precision": numerics, "backend": config.keras_backend, "processes": job.processes,

@@ -91,7 +91,7 @@ def test_each_recipe_trains_on_a_slice_passes_the_onnx_gate_and_records_itself(r
     # recipe's batch-norm statistics (its accuracy on full runs: bench/results.md, "Model recipes").
     result = run_trainer(tmp_path, mnist_http.url(), MODEL_RECIPE=recipe, TRAIN_SUBSET="1000", MIN_ACCURACY="0")
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    assert f"training the {recipe} recipe" in result.stdout
+    assert f"; recipe {recipe} (MODEL_RECIPE)" in result.stdout
 
     store = ModelStore(tmp_path / "mnist")
     version_dir = store.version_dir(store.latest())
