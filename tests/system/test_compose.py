@@ -64,9 +64,11 @@ class Stack:
         # The proxy's loopback stats port: a free one too, so stacks of parallel runs never clash.
         stats_port = free_port()
         self.stats_url = f"http://127.0.0.1:{stats_port}"
+        self.grpc_address = f"127.0.0.1:{free_port()}"  # the proxy's gRPC port (docs/grpc.md), free too
         self.compose = f"docker compose -p {self.project} -f docker-compose.yml -f docker-compose.test.yml"
         self.env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
-        self.env.update(MNIST_FILE=str(SHARED_MNIST), PORT=str(self.port), PROXY_STATS_PORT=str(stats_port), **env)
+        self.env.update(MNIST_FILE=str(SHARED_MNIST), PORT=str(self.port), PROXY_STATS_PORT=str(stats_port),
+                        GRPC_PORT=self.grpc_address.rsplit(":", 1)[1], **env)
         self.timings: dict[str, float] = {}
 
     def _run(self, command: list[str], timeout: float) -> str:

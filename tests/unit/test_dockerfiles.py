@@ -32,6 +32,7 @@ NOT_IN_COMPOSE = {
     "MODEL_BACKEND",  # the server image has no TensorFlow, so only onnx can work there
     "BIND_HOST",  # fixed in the image: a container must listen on all its interfaces
     "PORT",  # the container port is fixed (8000); ${PORT} chooses the published host port
+    "GRPC_PORT",  # the same for gRPC (8001); ${GRPC_PORT} chooses the proxy's published port
 }
 
 
