@@ -71,6 +71,7 @@ class ModelManager:
         self._loading: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._said_waiting = False  # "waiting for a first model" is logged once, not on every poll
         metrics.SERVED_VERSION.set(0)
 
     # -- what requests use -------------------------------------------------------------
@@ -182,6 +183,9 @@ class ModelManager:
                 if loaded is not None:
                     self._swap(loaded)
                     return
+            if self._current is None and not self._said_waiting:
+                self._said_waiting = True
+                log.info("waiting for a first model: %s", self.not_ready_reason())
 
     def _swap(self, loaded: LoadedModel) -> None:
         previous = self._current

@@ -8,7 +8,6 @@ as before: same worker processes (none crashed), ready, predicting, no traceback
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import select
@@ -26,6 +25,7 @@ import psutil
 import pytest
 import requests
 from conftest import LiveServer, assert_json_error
+from helpers import npy, v2_binary_tensor
 
 from shared.preprocess import mnist_to_png
 
@@ -66,12 +66,6 @@ def decompression_bomb() -> bytes:
             + _png_chunk(b"IDAT", zlib.compress(bytes(1000))) + _png_chunk(b"IEND", b""))
 
 
-def npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=True)
-    return buffer.getvalue()
-
-
 def raw_json(instance_text: str) -> dict:
     """A body json.dumps cannot write (NaN, 1e999, 5000 digits): text spliced into one instance."""
     return {"data": '{"instances": [' + json.dumps(ZERO).replace("0", instance_text, 1) + "]}", "headers": JSON}
@@ -81,10 +75,6 @@ PNG = mnist_to_png(np.full((28, 28), 200, np.uint8), scale=4)
 BOMB = decompression_bomb()
 
 
-def v2_binary(tensor: dict, raw: bytes) -> dict:
-    """A v2 binary tensor data body: the JSON, then the raw bytes; the header gives the JSON's length."""
-    header = json.dumps({"inputs": [tensor]}).encode()
-    return {"data": header + raw, "headers": {"Inference-Header-Content-Length": str(len(header))}}
 # (name, method, path, requests kwargs, status)
 HOSTILE = [
     ("truncated PNG file", "POST", "/predict", {"files": {"f": ("a.png", PNG[: len(PNG) // 2], "image/png")}}, 400),
@@ -131,10 +121,10 @@ HOSTILE = [
      {"json": {"inputs": [{"name": "pixels", "shape": [10**12, 28, 28], "datatype": "UINT8", "data": [0]}]}}, 400),
     ("v2 header length past the body", "POST", "/v2/models/mnist/infer",
      {"data": b'{"inputs": []}', "headers": {"Inference-Header-Content-Length": "999999999999"}}, 400),
-    ("v2 binary_data_size of 1 GB", "POST", "/v2/models/mnist/infer", v2_binary(
+    ("v2 binary_data_size of 1 GB", "POST", "/v2/models/mnist/infer", v2_binary_tensor(
         {"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "parameters": {"binary_data_size": 10**9}},
         bytes(784)), 400),
-    ("v2 BYTES decompression bomb", "POST", "/v2/models/mnist/infer", v2_binary(
+    ("v2 BYTES decompression bomb", "POST", "/v2/models/mnist/infer", v2_binary_tensor(
         {"name": "image", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(BOMB) + 4}},
         len(BOMB).to_bytes(4, "little") + BOMB), 400),
     ("sample index out of range", "GET", "/samples/test/10000.png", {}, 404),

@@ -23,6 +23,7 @@ import onnx
 import psutil
 import pytest
 import requests
+from helpers import eventually
 from onnx import TensorProto, helper
 from soak.load import Load
 
@@ -59,15 +60,6 @@ def publish_with_onnx(home: Path, onnx_bytes: bytes) -> int:
         metadata = json.loads((staged / METADATA_FILE).read_text())
         return store.publish(staged, lambda folder, version: (folder / METADATA_FILE).write_text(
             json.dumps({**metadata, "version": version})))
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 30) -> float:
-    """Wait for `condition`; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"no {what} after {timeout} s"
-        time.sleep(0.1)
-    return time.monotonic() - started
 
 
 def eventually_true(condition: Callable[[], bool], timeout: float = 30) -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, assert_json_error, run_trainer, standin_loader
+from helpers import eventually
 from rclone_s3 import RcloneS3
 
 from server.model_manager import ModelManager
@@ -213,15 +214,6 @@ def test_before_a_first_load_the_reason_names_the_bucket_problem(s3: RcloneS3, t
 
 # -- the server ----------------------------------------------------------------------------------
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 def served(server, version: int) -> bool:
     return all(requests.get(server.url + "/models", timeout=5).json()["served_version"] == version
                for _ in range(6))
@@ -261,14 +253,14 @@ def test_the_server_serves_the_trainers_version_from_a_local_verified_copy(serve
 def test_hot_reload_rollback_and_a_corrupted_object(server, bucket_url: str, model_source: Path) -> None:
     store = S3ModelStore(bucket_url, "mnist")
     assert publish(store, model_source) == 2
-    wait_for(lambda: served(server, 2), what="version 2 served")
+    eventually(lambda: served(server, 2), "version 2 served", timeout=60)
     store.rollback()
-    wait_for(lambda: served(server, 1), what="back on version 1 after the rollback")
+    eventually(lambda: served(server, 1), "back on version 1 after the rollback", timeout=60)
     assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/2", timeout=5), 404)
     assert publish(store, model_source) == 3
     store.client.put_object(Bucket=store.bucket, Key=f"{store.root}3/{ONNX_FILE}", Body=b"not a model")
-    wait_for(lambda: "model version 3 refused: model.onnx does not match its marker" in server.log(),
-             what="the refusal in the log")
+    eventually(lambda: "model version 3 refused: model.onnx does not match its marker" in server.log(),
+               "the refusal in the log", timeout=60)
     assert served(server, 1)
 
 
@@ -292,11 +284,12 @@ def test_an_s3_outage_under_load_fails_no_request_and_new_versions_follow(server
     try:
         time.sleep(1)
         s3.stop()
-        wait_for(lambda: "model store unreachable; serving what is loaded" in server.log(), what="the outage logged")
+        eventually(lambda: "model store unreachable; serving what is loaded" in server.log(), "the outage logged",
+                   timeout=60)
         time.sleep(2)
         s3.start()
         assert publish(S3ModelStore(bucket_url, "mnist"), model_source) == 4
-        wait_for(lambda: served(server, 4), what="version 4 served after the outage")
+        eventually(lambda: served(server, 4), "version 4 served after the outage", timeout=60)
     finally:
         stop.set()
         for thread in threads:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import requests
 from conftest import assert_json_error, promtool_problems
+from helpers import first_test_digits
 from PIL import Image
 
-from shared import dataset
 from shared.preprocess import mnist_to_png
 
 DIGITS = 200
@@ -34,8 +34,7 @@ def server(trained_home: Path, start_module_server):
 
 @pytest.fixture(scope="module")
 def digits(trained_home: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = dataset.load(trained_home / "datasets" / "mnist.npz")
-    return data.x_test[:DIGITS], data.y_test[:DIGITS]
+    return first_test_digits(trained_home / "datasets" / "mnist.npz", DIGITS)
 
 
 def post_json(server, path: str, body) -> requests.Response:

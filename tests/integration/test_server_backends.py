@@ -6,25 +6,19 @@ fork: the gunicorn master must never map TensorFlow, the worker must.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import requests
+from helpers import npy
 
 from shared import dataset
 
 COUNT = 300
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 def _probabilities(server, images: np.ndarray) -> tuple[int, np.ndarray]:
-    response = requests.post(server.url + "/predict", data=_npy(images),
+    response = requests.post(server.url + "/predict", data=npy(images),
                              headers={"Content-Type": "application/x-npy"}, timeout=60)
     assert response.status_code == 200, response.text[:300]
     body = response.json()

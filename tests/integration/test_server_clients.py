@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import first_test_digits
 
-from shared import dataset
 from shared.preprocess import mnist_to_png
 
 COUNT = 64
@@ -30,8 +30,7 @@ def server(trained_home: Path, start_module_server):
 
 @pytest.fixture(scope="module")
 def digits(trained_home: Path) -> tuple[np.ndarray, np.ndarray]:
-    data = dataset.load(trained_home / "datasets" / "mnist.npz")
-    return data.x_test[:COUNT], data.y_test[:COUNT]
+    return first_test_digits(trained_home / "datasets" / "mnist.npz", COUNT)
 
 
 @pytest.fixture(scope="module")

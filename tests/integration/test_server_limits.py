@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import socket
 import threading
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import assert_json_error
+from helpers import npy
 
 from shared.preprocess import mnist_to_png
 
@@ -62,17 +62,11 @@ def test_the_token_is_never_logged(server) -> None:
     assert "POST /predict" in log and TOKEN not in log and "guess" not in log
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
-
-
 def test_bodies_over_max_body_bytes_get_413(server) -> None:
     big = {"instances": [[[255] * 28] * 28] * 20}  # ~60 kB of JSON digits
     assert_json_error(requests.post(server.url + "/predict", json=big, headers=AUTH, timeout=10), 413,
                       "MAX_BODY_BYTES")
-    response = requests.post(server.url + "/predict", data=_npy(np.zeros((100, 28, 28), np.uint8)),
+    response = requests.post(server.url + "/predict", data=npy(np.zeros((100, 28, 28), np.uint8)),
                              headers={**AUTH, "Content-Type": "application/x-npy"}, timeout=10)
     assert_json_error(response, 413)
     chunked = iter([b'{"instances": [', b"0," * MAX_BODY, b"0]}"])  # no Content-Length: caught while reading
@@ -90,7 +84,7 @@ def test_batches_over_max_batch_size_get_400(server) -> None:
     v2 = {"inputs": [{"name": "pixels", "shape": [over, 28, 28], "datatype": "UINT8", "data": [0] * 784 * over}]}
     assert_json_error(requests.post(server.url + "/v2/models/mnist/infer", json=v2, headers=AUTH, timeout=10),
                       400, "MAX_BATCH_SIZE")
-    response = requests.post(server.url + "/predict", data=_npy(np.zeros((over, 28, 28), np.uint8)),
+    response = requests.post(server.url + "/predict", data=npy(np.zeros((over, 28, 28), np.uint8)),
                              headers={**AUTH, "Content-Type": "application/x-npy"}, timeout=10)
     assert_json_error(response, 400, "MAX_BATCH_SIZE")
     png = mnist_to_png(np.zeros((28, 28), np.uint8))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import assert_json_error
+from helpers import eventually
 
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 
@@ -37,15 +38,6 @@ def publish_copy(home: Path, source: Path, broken: bool = False) -> int:
         return store.publish(staged, stamp)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def every_worker(server, check: Callable[[dict], bool], tries: int = 12) -> bool:
     """`check` holds for /models from several requests in a row (they spread over the workers)."""
     return all(check(requests.get(server.url + "/models", timeout=5).json()) for _ in range(tries))
@@ -67,7 +59,7 @@ def server(empty_home: Path, start_module_server):
     return live
 
 
-def test_before_any_model_everything_says_why(server) -> None:
+def before_any_model_everything_says_why(server) -> None:
     ready = assert_json_error(requests.get(server.url + "/readyz", timeout=5), 503, "no model")
     assert ready["ready"] is False
     assert_json_error(requests.get(server.url + "/v2/health/ready", timeout=5), 503, "no model")
@@ -85,19 +77,19 @@ def test_before_any_model_everything_says_why(server) -> None:
                       "metadata": None}
 
 
-def test_first_model_and_dataset_are_picked_up(server, empty_home: Path, trained_home: Path) -> None:
+def first_model_and_dataset_are_picked_up(server, empty_home: Path, trained_home: Path) -> None:
     (empty_home / "datasets").mkdir()
     shutil.copy(trained_home / "datasets" / "mnist.npz", empty_home / "datasets" / "mnist.npz")
     assert publish_copy(empty_home, trained_home / "mnist" / "1") == 1
-    wait_for(lambda: every_worker(server, served(1)), what="both workers to serve version 1")
+    eventually(lambda: every_worker(server, served(1)), "both workers to serve version 1")
     assert requests.get(server.url + "/readyz", timeout=5).json() == {"ready": True, "model_version": 1}
     assert requests.get(server.url + "/samples?limit=2", timeout=30).json()["model_version"] == 1
 
 
-def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empty_home, trained_home) -> None:
+def a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empty_home, trained_home) -> None:
     assert publish_copy(empty_home, trained_home / "mnist" / "1", broken=True) == 2
-    wait_for(lambda: every_worker(server, lambda s: [f["version"] for f in s["failed"]] == [2]),
-             what="version 2's failure in /models")
+    eventually(lambda: every_worker(server, lambda s: [f["version"] for f in s["failed"]] == [2]),
+               "version 2's failure in /models")
     status = requests.get(server.url + "/models", timeout=5).json()
     assert status["served_version"] == 1 and "ONNX" in status["failed"][0]["error"].upper()
     answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=5).json()
@@ -111,7 +103,7 @@ def test_a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empt
     assert f'mnist_model_load_failures_total{{version="2"}} {float(WORKERS)}' in metrics, metrics
 
 
-def test_hot_reload_under_load_fails_no_request(server, empty_home, trained_home) -> None:
+def hot_reload_under_load_fails_no_request(server, empty_home, trained_home) -> None:
     outcomes: list[tuple[int, int | None]] = []
     stop = threading.Event()
 
@@ -131,7 +123,7 @@ def test_hot_reload_under_load_fails_no_request(server, empty_home, trained_home
     try:
         time.sleep(1.5)
         assert publish_copy(empty_home, trained_home / "mnist" / "1") == 3
-        wait_for(lambda: every_worker(server, served(3)), what="both workers to serve version 3")
+        eventually(lambda: every_worker(server, served(3)), "both workers to serve version 3")
         time.sleep(1)
     finally:
         stop.set()
@@ -146,18 +138,29 @@ def test_hot_reload_under_load_fails_no_request(server, empty_home, trained_home
     assert f"mnist_model_reloads_total {float(WORKERS)}" in metrics
 
 
-def test_rollback_switches_to_the_now_newest_loadable_version(server, empty_home) -> None:
+def rollback_switches_to_the_now_newest_loadable_version(server, empty_home) -> None:
     assert ModelStore(empty_home / "mnist").rollback() == 2  # 3 retired; 2 is the broken one
-    wait_for(lambda: every_worker(server, served(1)), what="both workers back on version 1")
+    eventually(lambda: every_worker(server, served(1)), "both workers back on version 1")
     status = requests.get(server.url + "/models", timeout=5).json()
     assert [v["version"] for v in status["versions"]] == [1, 2] and status["failed"][0]["version"] == 2
     assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/3", timeout=5), 404)
 
 
-def test_no_500_during_the_life_cycle_above(server) -> None:
+def no_500_during_the_life_cycle_above(server) -> None:
     metrics = requests.get(server.url + "/metrics", timeout=5).text
     assert 'status="500"' not in metrics
     assert "Traceback" not in server.log()
+
+
+def test_a_models_life_cycle_under_one_running_server(server, empty_home: Path, trained_home: Path) -> None:
+    """The steps share one server and one store, each starting from where the last one left it: one test,
+    so that no selection (-k, --lf, a random order) can run a step without the ones before it."""
+    before_any_model_everything_says_why(server)
+    first_model_and_dataset_are_picked_up(server, empty_home, trained_home)
+    a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empty_home, trained_home)
+    hot_reload_under_load_fails_no_request(server, empty_home, trained_home)
+    rollback_switches_to_the_now_newest_loadable_version(server, empty_home)
+    no_500_during_the_life_cycle_above(server)
 
 
 def test_pinned_version_waits_for_it_and_ignores_newer_ones_then_drains_on_sigterm(start_server,

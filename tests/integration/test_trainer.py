@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256, TRAIN_SUBSET, run_trainer, trainer_env
+from helpers import tiny_mnist
 
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import scale_pixels
@@ -140,13 +141,6 @@ def test_the_onnx_gate_refuses_any_disagreement(trained_home, onnx_session, mnis
         check_onnx_agrees(onnx_path, images, relabelled)
 
 
-def tiny_mnist(images: int):
-    from shared.dataset import Mnist
-
-    with np.load(SHARED_MNIST) as archive:
-        return Mnist(*(archive[key][:images] for key in ("x_train", "y_train", "x_test", "y_test")))
-
-
 @pytest.mark.parametrize("numerics", ["mixed_bfloat16", "float32"])
 def test_training_in_either_precision_returns_the_trained_weights_as_float32(numerics, monkeypatch):
     import trainer.train
@@ -158,7 +152,7 @@ def test_training_in_either_precision_returns_the_trained_weights_as_float32(num
         return built[-1]
 
     monkeypatch.setattr(trainer.train, "build_model", recording_build_model)
-    run = trainer.train.train(tiny_mnist(512), epochs=1, batch_size=128, seed=1, precision=numerics)
+    run = trainer.train.train(tiny_mnist(SHARED_MNIST, 512), epochs=1, batch_size=128, seed=1, precision=numerics)
 
     fitted = built[0]
     assert fitted.layers[0].dtype_policy.name == numerics  # the convolutions ran in the asked precision
@@ -176,7 +170,7 @@ def test_training_shows_keras_progress_bar_only_on_a_terminal(on_terminal, capsy
     from trainer.train import train
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: on_terminal)
-    run = train(tiny_mnist(256), epochs=2, batch_size=128, seed=1)  # a tiny slice: this is about the output
+    run = train(tiny_mnist(SHARED_MNIST, 256), epochs=2, batch_size=128, seed=1)  # tiny: this is about the output
     output = capsys.readouterr().out
     assert (run.train_images, len(run.history)) == (256, 2)
     assert ("━" in output) is on_terminal  # Keras' bar

@@ -1,9 +1,9 @@
 """The trainer on the Keras JAX backend (issue 15): a CPU run of the GPU path, its ONNX export under
-TensorFlow, the GPU image and compose override, and the GPU check's Python half.
+TensorFlow, and the GPU check's Python half.
 
-The JAX run is the real trainer CLI on 2,000 images for 1 epoch (1-2 minutes on 2 busy cores,
-most of it JAX's CPU convolutions and the TensorFlow export process); the image test builds the
-`trainer-gpu` stage without NVIDIA's libraries (the Dockerfile says why) and trains in it.
+The JAX run is the real trainer CLI on 2,000 images for 1 epoch (minutes on 2 busy cores, most of it
+JAX's CPU convolutions and the TensorFlow export process). The GPU image is built and run in
+tests/system/test_trainer_gpu_image.py; backend and precision choice are in tests/unit.
 """
 
 from __future__ import annotations

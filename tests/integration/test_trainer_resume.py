@@ -3,8 +3,8 @@ only a backup made with the same settings is resumed."""
 
 from __future__ import annotations
 
-import numpy as np
 from conftest import QUICK_MIN_ACCURACY, SHARED_MNIST
+from helpers import tiny_mnist
 from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
 
 from shared.model_store import ModelStore
@@ -33,18 +33,11 @@ def test_a_trainer_killed_after_epoch_2_of_4_resumes_at_epoch_3_and_publishes_on
     assert backups(tmp_path) == []
 
 
-def tiny_mnist(images: int):
-    from shared.dataset import Mnist
-
-    with np.load(SHARED_MNIST) as archive:
-        return Mnist(*(archive[key][:images] for key in ("x_train", "y_train", "x_test", "y_test")))
-
-
 def test_only_a_backup_with_the_same_settings_is_resumed(tmp_path, capsys):
     from trainer.resume import Backup
     from trainer.train import train
 
-    data = tiny_mnist(256)
+    data = tiny_mnist(SHARED_MNIST, 256)
     settings = {"batch_size": 128, "seed": 1, "train_subset": 0, "precision": "float32"}
 
     def run(epochs: int, **changed):
@@ -75,7 +68,7 @@ def test_a_backup_that_trained_more_epochs_than_asked_is_not_resumed(tmp_path, c
     from trainer.resume import Backup
     from trainer.train import train
 
-    data = tiny_mnist(256)
+    data = tiny_mnist(SHARED_MNIST, 256)
     backup = Backup(tmp_path, {"batch_size": 128})
     train(data, 2, 128, seed=1, backup=backup)
     capsys.readouterr()
@@ -88,7 +81,7 @@ def test_a_backup_cut_off_while_being_written_falls_back_or_starts_fresh(tmp_pat
     from trainer.resume import Backup
     from trainer.train import train
 
-    data = tiny_mnist(256)
+    data = tiny_mnist(SHARED_MNIST, 256)
     backup = Backup(tmp_path, {"batch_size": 128})
     train(data, 2, 128, seed=1, backup=backup)
     weights = backup.folder / "latest.weights.h5"
