@@ -11,7 +11,12 @@ seed, so both meet the same load on a shared machine; the verdict compares media
 
 `BENCH_RECIPE_BEFORE=<git revision>` adds a third side, the seed recipe of that revision's
 trainer (ragged last batches), for the fixed-shapes comparison (issue 27 part 1), on
-BENCH_RECIPE_BEFORE_EPOCHS epochs (default 2) against the same number for ours.
+BENCH_RECIPE_BEFORE_EPOCHS epochs (default 2) against the same number for ours
+(BENCH_RECIPE_SUBSET=N: on the first N images).
+
+Every finished run is also appended to bench/tmp/recipes-runs.jsonl, so a comparison cut short
+keeps what it measured: `--collect` writes the part from those runs (timing both recipes' ONNX
+models afresh when a run lacks it), adding `--shapes`' separate before/after result if present.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from bench.common import ROOT, SHARED_MNIST, TMP, load_average, median, run_json
 TARGET_ACCURACY = 0.995
 # Every finished run is appended here too: a long comparison cut short keeps what it measured.
 RUNS_LOG = TMP / "recipes-runs.jsonl"
+SHAPES_FILE = TMP / "recipes-shapes.json"  # `--shapes`' result, which `--collect` adds to the part
+COST_FILE = TMP / "recipes-cost.json"  # `--cost`'s result, likewise
 INFERENCE_REPEATS = {1: 300, 256: 30}
 
 
@@ -151,6 +158,18 @@ def collect() -> dict[str, Any]:
     recorded = [json.loads(line) for line in RUNS_LOG.read_text().splitlines() if line.strip()]
     runs = {recipe: [run for run in recorded if run["recipe"] == recipe] for recipe in RECIPES}
     result = summarise(runs, recorded[0]["epochs"])
+    if any("onnx_ms" not in side for side in result["sides"].values()):
+        # Runs read back from logs have no ONNX figures. Inference time depends on the architecture, not
+        # the weights, so both recipes are timed afresh, side by side, on models trained on a slice.
+        for recipe in RECIPES:
+            timing = run_json(["-m", "bench.recipes_bench", "--one", recipe, "1", "1"],
+                              env={"BENCH_RECIPE_SUBSET": "512", "BENCH_RECIPE_NO_RECORD": "1"})
+            result["sides"][recipe]["onnx_ms"] = timing["onnx_ms"]
+        result["onnx_timing"] = "models of each recipe trained on 512 images for 1 epoch, timed one after the other"
+    if SHAPES_FILE.is_file():
+        result["shapes"] = json.loads(SHAPES_FILE.read_text())
+    if COST_FILE.is_file():
+        result["cost"] = json.loads(COST_FILE.read_text())
     write_part("recipes", result)
     return result
 
@@ -167,6 +186,9 @@ def summarise(runs: dict[str, list[dict[str, Any]]], epochs: int) -> dict[str, A
         "target_accuracy": TARGET_ACCURACY,
         "load_average": load_average(),
     }
+    seconds = {recipe: {run["seed"]: run["training_seconds"] for run in entries} for recipe, entries in runs.items()}
+    result["time_ratio_per_seed"] = {str(seed): round(seconds["improved"][seed] / seconds["seed"][seed], 3)
+                                     for seed in seconds["seed"] if seed in seconds["improved"]}
     result["met"] = result["time_ratio"] <= 1.0 and improved["median_accuracy"] >= TARGET_ACCURACY
     return result
 
@@ -182,8 +204,34 @@ def shapes_comparison(revision: str, epochs: int) -> dict[str, Any]:
                   f" {epochs} epochs (load {load_average()})", flush=True)
             args = ["-m", "bench.recipes_bench", "--one", "before" if side == "before" else "seed", "1", str(epochs)]
             runs[side].append(run_json(args, env=env if side == "before" else None))
-    return {"revision": revision, "epochs": epochs,
+    images = int(os.environ.get("BENCH_RECIPE_SUBSET", "0")) or 60000
+    return {"revision": revision, "epochs": epochs, "train_images": images,
             **{side: side_summary(entries) for side, entries in runs.items()}}
+
+
+def cost_comparison(rounds: int = 2, epochs: int = 2) -> dict[str, Any]:
+    """CPU seconds of training, both recipes alternating, on BENCH_RECIPE_SUBSET images (default 12,000).
+
+    CPU seconds (every thread of the process) are what other load on a shared machine disturbs least;
+    the cost per image is the recipe's, so a slice measures it in minutes instead of an hour.
+    """
+    from shared.config import RECIPES
+
+    images = os.environ.setdefault("BENCH_RECIPE_SUBSET", "12000")
+    runs: dict[str, list[dict[str, Any]]] = {recipe: [] for recipe in RECIPES}
+    for round_index in range(rounds):
+        for recipe in RECIPES if round_index % 2 == 0 else RECIPES[::-1]:
+            print(f"recipes_bench: cost, {recipe}, {epochs} epochs on {images} images (load {load_average()})",
+                  flush=True)
+            runs[recipe].append(run_json(["-m", "bench.recipes_bench", "--one", recipe, "1", str(epochs)],
+                                         env={"BENCH_RECIPE_NO_RECORD": "1"}))
+    cpu = {recipe: median([run["training_cpu_seconds"] for run in entries]) for recipe, entries in runs.items()}
+    wall = {recipe: median([run["training_seconds"] for run in entries]) for recipe, entries in runs.items()}
+    return {"train_images": int(images), "epochs": epochs, "rounds": rounds, "cpu_seconds": cpu, "wall_seconds": wall,
+            "cpu_ratio": round(cpu["improved"] / cpu["seed"], 3),
+            "wall_ratio": round(wall["improved"] / wall["seed"], 3),
+            "cpu_seconds_per_run": {recipe: [run["training_cpu_seconds"] for run in entries]
+                                    for recipe, entries in runs.items()}}
 
 
 def section(part: dict[str, Any]) -> list[str]:
@@ -199,6 +247,9 @@ def section(part: dict[str, Any]) -> list[str]:
         ])
     seed_ms, improved_ms = sides["seed"]["onnx_ms"], sides["improved"]["onnx_ms"]
     cpu_ratio = f", {part['cpu_time_ratio']:.3f} in CPU seconds" if part.get("cpu_time_ratio") else ""
+    per_seed = ", ".join(f"seed {seed}: {ratio:.3f}" for seed, ratio in part.get("time_ratio_per_seed", {}).items())
+    from_log = [f"{recipe} seed {run['seed']}" for recipe, side in sides.items() for run in side["runs"]
+                if "source" in run]
     lines = [
         f"## Model recipes: seed vs improved ({part.get('measured_at', '')})",
         "",
@@ -209,20 +260,33 @@ def section(part: dict[str, Any]) -> list[str]:
         "",
         f"{part['epochs']} epochs each, TensorFlow on this machine's CPU, runs alternating the order seed by seed"
         f" (`python -m bench.run --only recipes`). Improved / seed training time: **{part['time_ratio']:.3f}**"
-        f" in wall seconds{cpu_ratio};"
+        f" in wall seconds{cpu_ratio} (per seed, same round: {per_seed});"
         f" improved median accuracy {sides['improved']['median_accuracy']:.4f} (target >="
         f" {part['target_accuracy']}): **{'met' if part['met'] else 'not met'}**. Serving cost of the improved"
         f" model (server's ONNX Runtime code, 1 thread): x{improved_ms['batch_1'] / seed_ms['batch_1']:.2f} at"
         f" batch 1, x{improved_ms['batch_256'] / seed_ms['batch_256']:.2f} at batch 256. Recipes: docs/training.md.",
         "",
     ]
+    cost = part.get("cost")
+    if cost:
+        lines += [f"Training cost side by side in CPU seconds (all threads; what other load disturbs least),"
+                  f" {cost['epochs']} epochs on {cost['train_images']:,} images, medians of {cost['rounds']}"
+                  f" alternating runs: seed {cost['cpu_seconds']['seed']:.1f} s, improved"
+                  f" {cost['cpu_seconds']['improved']:.1f} s, improved / seed **{cost['cpu_ratio']:.3f}**"
+                  f" (wall {cost['wall_ratio']:.3f}).", ""]
+    if part.get("onnx_timing"):
+        lines += [f"ONNX timings: {part['onnx_timing']}.", ""]
+    if from_log:
+        lines += [f"Runs read back from their epoch log lines (started before runs were recorded one by one; no ONNX"
+                  f" or CPU-time figures): {', '.join(from_log)}.", ""]
     shapes = part.get("shapes")
     if shapes:
         def trace_text(side: dict[str, Any]) -> str:
             return ", ".join(f"{name} {count}" for name, count in side["traces"].items())
 
         lines += [
-            f"### Fixed shapes: before ({shapes['revision']}) vs after, seed recipe, {shapes['epochs']} epochs",
+            f"### Fixed shapes: before ({shapes['revision']}) vs after, seed recipe, {shapes['epochs']} epochs on"
+            f" {shapes.get('train_images', 60000):,} images",
             "",
             "| side | traced programs | s/epoch first | s/epoch later | training s | test accuracy |",
             "|---|---|---|---|---|---|",
@@ -241,10 +305,20 @@ def section(part: dict[str, Any]) -> list[str]:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "--one":
         measured = json.dumps(one(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-        TMP.mkdir(parents=True, exist_ok=True)
-        with RUNS_LOG.open("a") as log:
-            log.write(measured + "\n")
+        if not os.environ.get("BENCH_RECIPE_NO_RECORD"):
+            TMP.mkdir(parents=True, exist_ok=True)
+            with RUNS_LOG.open("a") as log:
+                log.write(measured + "\n")
         print(measured, flush=True)
+    elif sys.argv[1:] == ["--shapes"]:
+        compared = shapes_comparison(os.environ["BENCH_RECIPE_BEFORE"],
+                                     int(os.environ.get("BENCH_RECIPE_BEFORE_EPOCHS", "2")))
+        SHAPES_FILE.write_text(json.dumps(compared, indent=2))
+        print(json.dumps(compared), flush=True)
+    elif sys.argv[1:] == ["--cost"]:
+        measured_cost = cost_comparison()
+        COST_FILE.write_text(json.dumps(measured_cost, indent=2))
+        print(json.dumps(measured_cost), flush=True)
     elif sys.argv[1:] == ["--collect"]:
         print(json.dumps(collect()), flush=True)
     else:
