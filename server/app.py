@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Flask
 
-from server import batching, metrics, web
+from server import batching, metrics, request_log, web
 from server.backends import load_model
 from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
 from server.model_manager import Loader, ModelManager
-from server.routes import ops, predict, samples, tfserving, v2
-from server.routes.v2_infer import InferRoute
+from server.pipeline import Pipeline
+from server.routes import ops, samples, tfserving, v2
 from server.samples import SampleStore
 from server.services import EXTENSION, Services
 from shared.config import Config
@@ -34,9 +34,11 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
                                          SampleStore(config.dataset_path))
     register_error_handlers(app)
     metrics.install(app)
-    for blueprint in (ops.bp, predict.bp, tfserving.bp, v2.bp, samples.bp, web.bp):
+    for blueprint in (ops.bp, tfserving.bp, v2.bp, samples.bp, web.bp):
         app.register_blueprint(blueprint)
-    app.wsgi_app = InferRoute(app.wsgi_app, app.extensions[EXTENSION], config.max_body_bytes)  # type: ignore[method-assign]
+    # Every predict route (server.pipeline.INFER_ROUTES) is answered ahead of Flask, through one path.
+    app.wsgi_app = Pipeline(app.wsgi_app, app.extensions[EXTENSION], config.max_body_bytes)  # type: ignore[method-assign]
+    request_log.install(app)  # last: its line covers everything above, whatever answers the request
     if watch:
         manager.start(load_first=config.backend == "onnx")
     return app

@@ -1,16 +1,11 @@
-"""Optional bearer-token protection of the prediction routes (AUTH_TOKEN; off when empty)."""
+"""Optional bearer-token protection of the prediction routes (AUTH_TOKEN; off when empty), checked by
+the one inference path (server.pipeline) and the gRPC transport."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
-
-from flask import request
 
 from server.errors import ApiError
-from server.services import services
 
 
 def check_token(authorization: str, expected: str) -> None:
@@ -23,11 +18,3 @@ def check_token(authorization: str, expected: str) -> None:
         raise ApiError("missing or wrong bearer token; send Authorization: Bearer <token>", 401,
                        headers={"WWW-Authenticate": 'Bearer realm="mnist"'})
 
-
-def require_token(view: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        check_token(request.headers.get("Authorization", ""), services().config.auth_token)
-        return view(*args, **kwargs)
-
-    return guarded

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask
 
+from server.pipeline import INFER_ROUTES
 from server.protocols import v2
 from server.routes.samples import MAX_COLS, MAX_GRID, MAX_LIMIT, MAX_SCALE
 from server.services import EXTENSION
@@ -173,10 +174,9 @@ def _schemas(max_batch: int) -> dict[str, Any]:
     }
 
 
-def _v2_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metadata, readiness and infer of the served model (no params) or of one version."""
+def _v2_infer(params: list[dict[str, Any]]) -> dict[str, Any]:
+    """The v2 infer operation on the served model (no params) or on one version."""
     missing = (404, 503) if params else (503,)
-    ready = _json({"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}})
     binary = {"schema": {"type": "string", "format": "binary", "description": (
         "binary tensor data extension: the V2InferRequest JSON, then the inputs' raw bytes in order; the "
         f"{v2.HEADER_LENGTH} header gives the JSON's length. Binary outputs come back the same way.")}}
@@ -186,14 +186,30 @@ def _v2_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]
                 "content": {JSON: {"schema": _ref("V2InferResponse")}, v2.BINARY_TYPE: binary}}
     header = {"name": v2.HEADER_LENGTH, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 0},
               "description": "length of the JSON part when binary tensor data follows it"}
-    infer = _op("KServe v2 inference (JSON or binary tensor data)", infer_ok, (400, 413, 415, *missing), "kserve",
-                [*params, header], {JSON: {"schema": _ref("V2InferRequest")}, v2.BINARY_TYPE: binary}, secured=True)
+    return _op("KServe v2 inference (JSON or binary tensor data)", infer_ok, (400, 413, 415, *missing), "kserve",
+               [*params, header], {JSON: {"schema": _ref("V2InferRequest")}, v2.BINARY_TYPE: binary}, secured=True)
+
+
+def _v2_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metadata and readiness of the served model (no params) or of one version (infer: `_infer_paths`)."""
+    missing = (404, 503) if params else (503,)
+    ready = _json({"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}})
     return {
         prefix: {"get": _op("KServe v2 model metadata", _json(_ref("V2ModelMetadata")), missing if params else (),
                             "kserve", params or None)},
         prefix + "/ready": {"get": _op("KServe v2 model readiness", ready, missing, "kserve", params or None)},
-        prefix + "/infer": {"post": infer},
     }
+
+
+def _infer_paths(operations: dict[str, dict[str, Any]], version: dict[str, Any]) -> dict[str, Any]:
+    """Every predict route of the pipeline's table (server.pipeline.INFER_ROUTES), by its codec's operation."""
+    paths = {}
+    for route in INFER_ROUTES:
+        operation = operations[route.codec]
+        if "{version}" in route.path:
+            operation = _v2_infer([version]) if route.codec == "v2" else {**operation, "parameters": [version]}
+        paths[route.path] = {"post": operation}
+    return paths
 
 
 def _paths(max_batch: int) -> dict[str, Any]:
@@ -228,9 +244,6 @@ def _paths(max_batch: int) -> dict[str, Any]:
         "/models": {"get": _op("Served version, versions in the store, failed loads, metadata",
                                _json(_ref("Models")))},
         "/openapi.json": {"get": _op("This document", _json({"type": "object"}))},
-        "/predict": {"post": _op("Predict digits (JSON instances, image files or .npy)",
-                                 _json(_ref("PredictResponse")), body_errors, "predict", body=native_body,
-                                 secured=True)},
         f"/v1/models/{MODEL_NAME}": {"get": _op("TF Serving model status", status_answer, (503,), "tfserving")},
         f"/v1/models/{MODEL_NAME}/versions/{{version}}": {"get": _op(
             "TF Serving status of one version (loads it on demand)", status_answer, (404, 503), "tfserving",
@@ -240,8 +253,6 @@ def _paths(max_batch: int) -> dict[str, Any]:
         f"/v1/models/{MODEL_NAME}/versions/{{version}}/metadata": {"get": _op(
             "TF Serving signature metadata of one version", _json(_ref("TfMetadata")), (404, 503), "tfserving",
             [version])},
-        f"/v1/models/{MODEL_NAME}:predict": {"post": tf_predict},
-        f"/v1/models/{MODEL_NAME}/versions/{{version}}:predict": {"post": {**tf_predict, "parameters": [version]}},
         "/v2/health/live": {"get": _op("KServe v2 liveness", _json({"type": "object", "properties": {
             "live": {"type": "boolean"}}}), tag="kserve")},
         "/v2/health/ready": {"get": _op("KServe v2 readiness", _json({"type": "object", "properties": {
@@ -250,6 +261,10 @@ def _paths(max_batch: int) -> dict[str, Any]:
                            tag="kserve")},
         **_v2_model_paths(f"/v2/models/{MODEL_NAME}", []),
         **_v2_model_paths(f"/v2/models/{MODEL_NAME}/versions/{{version}}", [version]),
+        **_infer_paths({"native": _op("Predict digits (JSON instances, image files or .npy)",
+                                      _json(_ref("PredictResponse")), body_errors, "predict", body=native_body,
+                                      secured=True),
+                        "tfserving": tf_predict, "v2": _v2_infer([])}, version),
         "/samples": {"get": _op("MNIST samples with the served model's predictions", _json(_ref("SampleList")),
                                 (400, 503), "samples", [
             split_query, offset,

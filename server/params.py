@@ -1,28 +1,15 @@
-"""Flask glue for routes: the raw body, query parameters (a 4xx saying exactly what was wrong), codec answers."""
+"""Flask glue for routes: query parameters, with a 4xx saying exactly what was wrong."""
 
 from __future__ import annotations
 
 import re
 
-from flask import Response, current_app, request
+from flask import request
 
-from server.body import read_limited
 from server.errors import InputError
-from server.protocols.common import Encoded
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-
-
-def body_bytes() -> bytes:
-    """The raw body: 413 past MAX_BODY_BYTES (also when chunked), 408 when it trickles in, 400 when cut short."""
-    return read_limited(request.environ, request.content_length, current_app.config["MAX_CONTENT_LENGTH"])
-
-
-def respond(encoded: Encoded, status: int = 200) -> Response:
-    """A codec's (body, headers) as the HTTP answer."""
-    body, headers = encoded
-    return Response(body, status=status, headers=headers)
 
 
 def int_arg(name: str, default: int, low: int, high: int) -> int:

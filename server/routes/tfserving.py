@@ -1,11 +1,11 @@
-"""TensorFlow Serving REST API (`/v1/models/mnist...`) over server.protocols.tfserving."""
+"""TensorFlow Serving REST API (`/v1/models/mnist...`) over server.protocols.tfserving: status and metadata.
+
+`:predict` goes through the one inference path (server.pipeline)."""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
-from server.auth import require_token
-from server.params import body_bytes, respond
 from server.protocols import tfserving
 from server.services import services
 from shared.config import MODEL_NAME
@@ -39,20 +39,3 @@ def metadata():
 def version_metadata(version: int):
     return tfserving.metadata(services().plane.known_version(version))
 
-
-def _predict(version: int | None):
-    plane = services().plane
-    decoded = tfserving.decode(body_bytes(), plane.max_batch_size, version)
-    return respond(tfserving.encode(plane.infer(decoded), decoded))
-
-
-@bp.post(PREFIX + ":predict")
-@require_token
-def predict():
-    return _predict(None)
-
-
-@bp.post(PREFIX + "/versions/<int:version>:predict")
-@require_token
-def predict_version(version: int):
-    return _predict(version)

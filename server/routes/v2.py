@@ -1,8 +1,8 @@
 """Open Inference Protocol v2 (`/v2...`: KServe, Triton's clients) over server.protocols.v2.
 
-Health, server and model metadata, readiness and infer, for the served version and for a
-numbered one (`/v2/models/mnist/versions/{v}/...`, the version folders of the store). Infer itself
-is answered ahead of Flask (server/routes/v2_infer.py); its URL rules are registered here.
+Health, server and model metadata and readiness, for the served version and for a numbered one
+(`/v2/models/mnist/versions/{v}/...`, the version folders of the store). Infer goes through the
+one inference path (server.pipeline).
 """
 
 from __future__ import annotations
@@ -58,9 +58,3 @@ def model_ready(version: int | None = None):
                           ready=False)
     plane.known_version(version)  # 404 unknown; a version in the store is loaded when inference asks for it
     return {"name": MODEL_NAME, "ready": True}
-
-
-# POST .../infer is answered ahead of Flask (routes/v2_infer.py); the rules stay here, without a view,
-# so that other methods get Flask's 405 and the OpenAPI document lists them.
-bp.add_url_rule(MODEL + "/infer", endpoint="infer", methods=["POST"])
-bp.add_url_rule(VERSION + "/infer", endpoint="infer", methods=["POST"])

@@ -20,6 +20,7 @@ from PIL import Image
 
 from server.app import create_app
 from server.openapi import flask_rule_to_path
+from server.pipeline import url_rules
 from server.protocols import v2
 from shared.config import Config
 from shared.preprocess import mnist_to_png
@@ -75,6 +76,8 @@ def test_openapi_documents_every_route(app, client) -> None:
             continue  # files of the web page, not API
         routes.setdefault(flask_rule_to_path(rule.rule), set()).update(
             m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+    for rule, methods in url_rules():  # the predict routes, answered ahead of Flask (server.pipeline)
+        routes.setdefault(flask_rule_to_path(rule), set()).update(m.lower() for m in methods)
     assert {path: set(item) for path, item in document["paths"].items()} == routes
     for path, item in document["paths"].items():
         for method, operation in item.items():
@@ -187,12 +190,14 @@ def test_v2_malformed_binary_is_a_json_400(client) -> None:
 
 
 def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, monkeypatch, caplog) -> None:
-    """routes/v2_infer.py answers these POSTs ahead of Flask: no request context, yet Flask's 405 for other
+    """server/pipeline.py answers these POSTs ahead of Flask: no request context, yet a 405 for other
     methods, the same request metrics (labelled with Flask's rule), and an unexpected error as a logged JSON 500."""
     import flask
     from prometheus_client import REGISTRY
 
-    from server.routes.v2_infer import SERVED_RULE, VERSION_RULE
+    from server.pipeline import V2_MODEL
+
+    SERVED_RULE, VERSION_RULE = V2_MODEL + "/infer", V2_MODEL + "/versions/<int:version>/infer"
 
     plane = app.extensions["mnist"].plane
     contexts = []
@@ -211,7 +216,8 @@ def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, 
         assert_error(response, 405)
         assert "POST" in response.headers["Allow"]
     assert contexts == [False, False]
-    assert counts() == [count + 1 for count in before]
+    # One POST answered 200 per route; the latency histogram also timed the GET answered 405 on that route.
+    assert counts() == [count + step for count, step in zip(before, (1, 2, 1, 2), strict=True)]
     assert_error(client.post("/v2/models/mnist/versions/" + "9" * 500 + "/infer", data=body, headers=headers), 404)
 
     def broken(_request):
