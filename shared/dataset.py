@@ -103,8 +103,11 @@ def _download(url: str, sha256: str, folder: Path, name: str) -> Path:
     print(f"dataset: downloading {url}", flush=True)
     try:
         return Path(get_file(fname=name, origin=url, file_hash=sha256, cache_dir=str(folder), cache_subdir=""))
-    except ValueError as error:  # get_file's checksum failure
-        raise DatasetError(f"{url}: SHA-256 does not match {sha256} (corrupt, truncated or other file)") from error
+    except ValueError as error:  # get_file's checksum failure; it leaves the file it got in `folder`
+        got = folder / name
+        actual = f"got {sha256_of(got)}" if got.is_file() else "got another file"
+        raise DatasetError(f"{url}: SHA-256 does not match {sha256}: {actual} (corrupt, truncated or other file; "
+                           "if the file is right, set MNIST_SHA256 to its digest)") from error
     except Exception as error:  # get_file wraps every network failure in a bare Exception
         raise DatasetError(f"{url}: download failed ({error})") from error
 

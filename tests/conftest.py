@@ -1,8 +1,9 @@
 """Fixtures shared by every test: real MNIST over loopback HTTP, a real trained model store,
 and a real gunicorn server on 127.0.0.1.
 
-Nothing here touches the internet: the dataset is `../shared/data/mnist.npz`, served by a
-loopback HTTP server so that the project's real download code is exercised.
+MNIST comes the way the trainer gets it: the file named by MNIST_NPZ if set, else MNIST_URL (the Keras URL by
+default) downloaded once, SHA-256 checked, into the user's cache folder. Tests then serve it from a loopback HTTP
+server, so the project's real download code is exercised without the internet.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,46 @@ import numpy as np
 import pytest
 import requests
 
+from shared import dataset
+from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL
+
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-# SHA-256 of ../shared/data/mnist.npz (its README); the Keras file has other bytes, same arrays.
-SHARED_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+# Every known good mnist.npz: the Keras file, and a mirror's re-saved copy (other bytes, the same arrays).
+MIRROR_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+KNOWN_MNIST_SHA256 = frozenset({KERAS_MNIST_SHA256, MIRROR_MNIST_SHA256})
+
+
+def user_cache(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the suite keeps what it downloads: $XDG_CACHE_HOME (or ~/.cache)/mnist-stack."""
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-stack"
+
+
+def resolve_mnist(environ: Mapping[str, str] = os.environ) -> tuple[Path, str]:
+    """The suite's mnist.npz and its SHA-256: MNIST_NPZ if set (any known good digest), else MNIST_URL (default
+    the Keras URL) fetched into the user's cache and checked against MNIST_SHA256 (default the Keras digest)."""
+    if local := environ.get("MNIST_NPZ"):
+        path = Path(local).expanduser().resolve()
+        if not path.is_file():
+            raise pytest.UsageError(f"MNIST_NPZ={local}: no such file")
+        digest = dataset.sha256_of(path)
+        if digest not in KNOWN_MNIST_SHA256:
+            raise pytest.UsageError(f"MNIST_NPZ={local}: SHA-256 {digest} is none of the known good "
+                                    f"{', '.join(sorted(KNOWN_MNIST_SHA256))}")
+        return path, digest
+    cached = user_cache(environ) / "mnist.npz"
+    expected = environ.get("MNIST_SHA256")
+    if expected is None and cached.is_file() and (digest := dataset.sha256_of(cached)) in KNOWN_MNIST_SHA256:
+        return cached, digest
+    expected = expected or KERAS_MNIST_SHA256
+    try:
+        return dataset.fetch(environ.get("MNIST_URL") or KERAS_MNIST_URL, expected, cached), expected
+    except dataset.DatasetError as error:
+        raise pytest.UsageError(f"the suite needs MNIST: {error}. Set MNIST_NPZ to a local mnist.npz, "
+                                "or MNIST_URL (and MNIST_SHA256) to a mirror") from None
+
+
+# Resolved once at import: test modules take these as constants (`from conftest import SHARED_MNIST`).
+SHARED_MNIST, SHARED_MNIST_SHA256 = resolve_mnist()
 # The slice the suite trains on: enough for a model well above chance in about 20 s.
 TRAIN_SUBSET = 4000
 QUICK_MIN_ACCURACY = 0.5
@@ -73,6 +110,10 @@ class MnistHttpServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    def path(self, name: str = "mnist.npz") -> Path:
+        """The file served as `name`."""
+        return self.root / name
+
     def url(self, name: str = "mnist.npz") -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
 
@@ -83,8 +124,6 @@ class MnistHttpServer:
 
 @pytest.fixture(scope="session")
 def mnist_http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MnistHttpServer]:
-    if not SHARED_MNIST.is_file():
-        pytest.fail(f"real MNIST not found at {SHARED_MNIST} (see ../shared/data/README.md)")
     root = tmp_path_factory.mktemp("mnist-http")
     os.symlink(SHARED_MNIST, root / "mnist.npz")
     data = SHARED_MNIST.read_bytes()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import requests
-from conftest import ROOT, SHARED_MNIST, free_port
+from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256, free_port
 
 from shared.config import Config
 
@@ -67,7 +67,8 @@ class Stack:
         self.grpc_address = f"127.0.0.1:{free_port()}"  # the proxy's gRPC port (docs/grpc.md), free too
         self.compose = f"docker compose -p {self.project} -f docker-compose.yml -f docker-compose.test.yml"
         self.env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
-        self.env.update(MNIST_FILE=str(SHARED_MNIST), PORT=str(self.port), PROXY_STATS_PORT=str(stats_port),
+        self.env.update(MNIST_FILE=str(SHARED_MNIST), MNIST_FILE_SHA256=SHARED_MNIST_SHA256,
+                        PORT=str(self.port), PROXY_STATS_PORT=str(stats_port),
                         GRPC_PORT=self.grpc_address.rsplit(":", 1)[1], **env)
         self.timings: dict[str, float] = {}
 

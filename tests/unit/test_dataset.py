@@ -15,7 +15,7 @@ from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256
 from shared import dataset
 from shared.dataset import DatasetError
 
-# From ../shared/data/README.md: what the real MNIST holds.
+# What the real MNIST holds (the Keras file and the mirror's copy alike).
 TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 Y_TRAIN_FIRST_15 = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5, 3, 6, 1]
@@ -94,7 +94,9 @@ def test_a_file_failing_the_checksum_is_refused_and_nothing_is_cached(mnist_http
     with pytest.raises(DatasetError) as caught:
         dataset.fetch(url, sha256, cache)
     message = str(caught.value)
-    assert message.startswith(f"{url}: SHA-256 does not match {sha256}")
+    assert message.startswith(f"{url}: SHA-256 does not match {sha256}: got ")
+    with mnist_http.path(name).open("rb") as served:  # both digests: the expected one and the one it got
+        assert f"got {hashlib.file_digest(served, 'sha256').hexdigest()}" in message
     assert "\n" not in message
     assert_cache_dir_empty(cache)
 
@@ -147,7 +149,7 @@ def test_a_local_file_is_accepted(tmp_path, monkeypatch, form):
     monkeypatch.chdir(ROOT)  # the relative form is the one the README uses
     location = {
         "absolute path": str(SHARED_MNIST),
-        "relative path": "../shared/data/mnist.npz",
+        "relative path": os.path.relpath(SHARED_MNIST, ROOT),
         "file:// URL": SHARED_MNIST.as_uri(),
     }[form]
     cache = cache_file(tmp_path)
