@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared` and 
 
 from server.balance import ConnectionTable
 from shared.config import Config, ConfigError
+from shared.logs import dict_config
 
 try:
     _config = Config.from_env()
@@ -59,20 +60,12 @@ else:
     for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(stale)  # from a previous run: would be added to this run's counters
 
-# Everything to stdout, one format, so `docker logs` shows one ordered stream.
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
-    "root": {"level": "INFO", "handlers": ["stdout"]},
-    "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
-    },
-}
-# The access log never includes request headers, so an Authorization token is never written.
-accesslog = "-"
+# Everything to stdout in LOG_FORMAT (json or text), so `docker logs` shows one ordered stream.
+logconfig_dict = dict_config(_config.log_format)
+# The app writes one line per request with its id, route, model version and latency (server/request_log.py);
+# gunicorn's own access line says less, so it is off unless ACCESS_LOG=true. Neither writes request headers,
+# so an Authorization token is never logged.
+accesslog = "-" if _config.access_log else None
 
 
 def pre_request(worker, req) -> None:

@@ -140,6 +140,13 @@ class Config:
                                 "Where to download `mnist.npz` from (http(s)://, file:// or a local path).")
     dataset_sha256: str = _setting("MNIST_SHA256", KERAS_MNIST_SHA256, _sha256, "trainer",
                                    "Expected SHA-256 of the downloaded file (Keras' value by default).")
+    # Logs (server and trainer)
+    log_format: str = _setting("LOG_FORMAT", "text", _one_of("text", "json"), "both",
+                               "`json`: one JSON object per log line, for a log collector (the containers' default);"
+                               " `text`: one readable line (docs/operating.md).")
+    access_log: bool = _setting("ACCESS_LOG", "false", _boolean, "server",
+                                "Also write gunicorn's own access line; the server's request log already has one"
+                                " line per request with its id (docs/operating.md).")
     # Training
     epochs: int = _setting("EPOCHS", "6", _positive_int, "trainer", "Training epochs.")
     batch_size: int = _setting("BATCH_SIZE", "128", _positive_int, "trainer", "Training batch size.")

@@ -201,4 +201,4 @@ def assert_drains_on_sigterm(live) -> None:
     assert live.process.wait(30) == 0
     log = live.log()
     # The answer was logged after the signal: the request really was in flight when it came.
-    assert log.index("Handling signal: term") < log.rindex('"POST /predict HTTP/1.1" 200'), log[-2000:]
+    assert log.index("Handling signal: term") < log.rindex("server.requests: POST /predict 200 "), log[-2000:]

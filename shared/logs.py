@@ -1,0 +1,82 @@
+"""Log lines in one of two shapes, chosen by LOG_FORMAT: `json` (one object per line, for a log
+collector; the containers' default) or `text` (for a person at a terminal; `make serve-local`).
+
+A record may carry structured fields as `extra={"fields": {...}}`: JSON puts them beside the
+message, text appends them as `key=value`. The server's gunicorn config, its request log
+(server/request_log.py) and the trainer all log through these formatters.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    return fields if isinstance(fields, dict) else {}
+
+
+class JsonFormatter(logging.Formatter):
+    """`{"time", "level", "logger", "message", **fields}` on one line; a traceback as `exception`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+            **_fields(record),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The classic one-line format, structured fields appended as `key=value`."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = _fields(record)
+        if not fields:
+            return text
+        return text + " " + " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def dict_config(log_format: str) -> dict[str, Any]:
+    """A `logging.config.dictConfig` (gunicorn's logconfig_dict): everything to stdout in one format."""
+    factory = f"{__name__}.{'JsonFormatter' if log_format == 'json' else 'TextFormatter'}"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"line": {"()": factory}},
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}},
+        "root": {"level": "INFO", "handlers": ["stdout"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        },
+    }
+
+
+def configure(log_format: str, stream: TextIO | None = None) -> None:
+    """Send the root logger's INFO lines to `stream` (stdout) in `log_format` (the trainer's CLI)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter(log_format))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
