@@ -5,6 +5,7 @@ healthy, and hot-reloads a retrain with no failed request. Built on tests/system
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -32,7 +33,12 @@ def test_compose_with_a_bucket_store_serves_and_hot_reloads() -> None:
         assert "published version 1 to s3://models/mnist/1" in stack.logs("trainer")
         assert "fetched model version 1 from s3://models/mnist" in stack.logs("server")
         assert stack.served_version() == 1
-        for service in ("trainer", "server"):  # no volume between them: only the bucket
+        grpc = stack.run("ps", "-q", "grpc").strip()  # the gRPC process syncs the bucket too
+        deadline = time.monotonic() + 120
+        while stack._run(["docker", "inspect", "-f", "{{.State.Health.Status}}", grpc], 30).strip() != "healthy":
+            assert time.monotonic() < deadline, stack.logs("grpc")[-3000:]
+            time.sleep(1)
+        for service in ("trainer", "server", "grpc"):  # no volume between them: only the bucket
             container = stack.run("ps", "-aq", service).split()[0]
             mounts = json.loads(stack._run(["docker", "inspect", "-f", "{{json .Mounts}}", container], 30))
             assert [mount for mount in mounts if mount["Type"] == "volume"] == [], mounts
