@@ -8,14 +8,16 @@ bug from answering with an HTML page (it logs the traceback and answers a plain 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from server import body
 from server.errors import ApiError
 from server.protocols.common import error_answer
+from shared.config import MODEL_NAME
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal server error (see the server log)"
@@ -40,6 +42,8 @@ def register_error_handlers(app: Flask) -> None:
         headers = dict(error.get_headers())
         headers.pop("Content-Type", None)
         message = f"{error.name}: {error.description}" if error.description else error.name
+        if isinstance(error, NotFound):
+            message = unknown_model_hint(request.path) or message
         return error_response(message, error.code or 500, headers)
 
     @app.errorhandler(Exception)
@@ -47,3 +51,19 @@ def register_error_handlers(app: Flask) -> None:
         # Never expected: tests prove that bad input gets a 4xx. Log the traceback for the operator.
         log.exception("unhandled error: %s", error)
         return error_response(INTERNAL_ERROR, 500)
+
+
+# /v1/models/<name>... (TF Serving) and /v2/models/<name>... (Open Inference Protocol v2): a client's default
+# name (TF Serving's `model`, Triton's model repository names) is the usual reason for a 404 on these paths.
+_MODEL_PATH = re.compile(r"/(?P<api>v1|v2)/models/(?P<name>[^/:]+)(?P<rest>.*)")
+_ROUTE_TO_USE = {"v1": f"POST /v1/models/{MODEL_NAME}:predict (status: GET /v1/models/{MODEL_NAME})",
+                 "v2": f"POST /v2/models/{MODEL_NAME}/infer (metadata: GET /v2/models/{MODEL_NAME})"}
+
+
+def unknown_model_hint(path: str) -> str | None:
+    """For a path naming a model this server does not serve: which model it serves and the route to use."""
+    matched = _MODEL_PATH.fullmatch(path)
+    if matched is None or matched["name"] == MODEL_NAME:
+        return None
+    return (f"model {matched['name']!r} not found: this server serves the model {MODEL_NAME!r}; "
+            f"use {_ROUTE_TO_USE[matched['api']]}")
