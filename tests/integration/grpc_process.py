@@ -11,10 +11,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveServer, free_port
 
 
-class GrpcProcess:
+class GrpcProcess(LiveServer):
+    """`log()` and `stop()` are LiveServer's; it starts and checks another process."""
+
     def __init__(self, home: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -41,18 +43,3 @@ class GrpcProcess:
                     pass  # not listening yet
                 time.sleep(0.2)
         raise TimeoutError(f"gRPC server not serving after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode

@@ -10,16 +10,20 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
+from server.protocols import v2_grpc_messages as pb
 from shared import dataset
 from tests.conftest import ROOT
 from tests.integration.grpc_process import GrpcProcess
+from tests.integration.test_server_reload import publish_copy
 
 COUNT = 64
 MIN_ACCURACY = 0.8
@@ -99,3 +103,26 @@ def test_sigterm_drains_and_exits_cleanly(trained_home: Path, tmp_path: Path) ->
     assert process.process.wait(30) == 0, process.log()
     assert "draining" in process.log()
     process.stop()
+
+
+def test_a_published_version_is_served_without_a_failed_call(home_copy: Path, tmp_path: Path) -> None:
+    """Hot reload: the process's own model manager picks up a new version; calls meanwhile all succeed."""
+    process = GrpcProcess(home_copy, tmp_path / "grpc.log")
+    request = pb.ModelInferRequest(model_name="mnist")
+    request.inputs.add(name="pixels", datatype="UINT8", shape=[1, 784])
+    request.raw_input_contents.append(bytes(784))
+    try:
+        process.wait_serving()
+        with grpc.insecure_channel(process.address) as channel:
+            infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer",
+                                        request_serializer=pb.ModelInferRequest.SerializeToString,
+                                        response_deserializer=pb.ModelInferResponse.FromString)
+            assert infer(request, timeout=10).model_version == "1"
+            assert publish_copy(home_copy, home_copy / "mnist" / "1") == 2
+            deadline, versions = time.monotonic() + 60, []
+            while "2" not in versions[-1:]:
+                assert time.monotonic() < deadline, f"version 2 not served within 60 s: {versions[-5:]}"
+                versions.append(infer(request, timeout=10).model_version)  # an error status would raise
+                time.sleep(0.05)
+    finally:
+        process.stop()

@@ -288,3 +288,40 @@ def test_retrain_under_load_reaches_every_replica_and_never_goes_back(stack: Rep
         assert stack.models(container)["served_version"] == new
     RESULTS["retrain"] = {"replicas": REPLICAS, "requests": len(stream.answers), "failed": len(stream.failures),
                           "publish_to_all_replicas_s": converged_s, "reload_interval_s": 1}
+
+
+# -- gRPC through the same stack (docs/grpc.md): HAProxy's :8001, h2c, the `grpc` service's replicas --------
+
+GRPC_REPLICAS = 2
+
+
+def test_grpc_calls_on_one_connection_are_spread_over_both_replicas(stack: ReplicaStack, digits: np.ndarray) -> None:
+    from grpc_stream import channel, infer, wait_pool
+
+    stack.run("up", "-d", "--wait", "--scale", f"grpc={GRPC_REPLICAS}", timeout=READY_TIMEOUT)
+    wait_pool(stack.stats_url, GRPC_REPLICAS, MARK_TIMEOUT)
+    with channel(stack.grpc_address) as opened:  # one HTTP/2 connection: balanced per call, not per connection
+        answers = [infer(opened, image) for image in digits[:20]]
+    assert len({served_by for _label, served_by in answers}) == GRPC_REPLICAS, answers
+    with np.load(SHARED_MNIST) as mnist:
+        assert np.mean([label for label, _ in answers] == mnist["y_test"][:20]) > 0.5
+
+
+def test_killing_a_grpc_replica_under_a_stream_fails_no_call(stack: ReplicaStack, digits: np.ndarray) -> None:
+    from grpc_stream import GrpcStream, wait_pool
+
+    stack.run("up", "-d", "--wait", "--scale", f"grpc={GRPC_REPLICAS}", timeout=READY_TIMEOUT)
+    wait_pool(stack.stats_url, GRPC_REPLICAS, MARK_TIMEOUT)
+    stream = GrpcStream(stack.grpc_address, digits, STREAM_PAUSE)
+    try:
+        stream.wait_for(30)
+        victim = stack.run("ps", "-q", "grpc").split()[0]
+        killed = len(stream.served_by)
+        stack._run(["docker", "kill", victim], 60)
+        wait_pool(stack.stats_url, GRPC_REPLICAS - 1, MARK_TIMEOUT)
+        stream.wait_for(60)  # the stream goes on through the one left
+    finally:
+        stream.finish()
+    assert not stream.failures, f"{len(stream.failures)} failed calls around the kill: {stream.failures[:5]}"
+    RESULTS["grpc_kill"] = {"calls": len(stream.served_by), "calls_after_kill": len(stream.served_by) - killed,
+                            "failed": len(stream.failures)}
