@@ -47,8 +47,9 @@ COPY server/ server/
 # Numeric, so the runtime (and a Kubernetes runAsNonRoot check) can tell it is not root.
 USER 10001:10001
 ENV BIND_HOST=0.0.0.0 PORT=8000
-# 8000: gunicorn (HTTP); 8001: the gRPC service, this image run as `python -m server.transports.grpc_server`.
-EXPOSE 8000 8001
+# 8000: gunicorn (HTTP); 8001: the gRPC service, this image run as `python -m server.transports.grpc_server`,
+# and 8002 its /metrics.
+EXPOSE 8000 8001 8002
 # The slim image has no curl: ask /readyz with the standard library (a 503 raises, so exit status 1).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('PORT', '8000'), timeout=2)"]

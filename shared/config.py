@@ -209,6 +209,8 @@ class Config:
                               "TCP port the gRPC server (python -m server.transports.grpc_server) listens on.")
     grpc_threads: int = _setting("GRPC_THREADS", "8", _positive_int, "server",
                                  "gRPC calls answered at once; more wait in gRPC's queue.")
+    grpc_metrics_port: int = _setting("GRPC_METRICS_PORT", "8002", _port, "server",
+                                      "TCP port of the gRPC server's Prometheus /metrics (plain HTTP).")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
     threads: int = _setting("THREADS", "1", _positive_int, "server",
                            "Request threads per gunicorn worker; more overlap requests' Python but crowd the cores.")

@@ -25,6 +25,7 @@ from concurrent import futures
 from typing import Any
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -197,7 +198,10 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
-    log.info("gRPC GRPCInferenceService, health and reflection on port %d", server.port)
+    # Its own exposition: this process is not one of gunicorn's workers, whose /metrics it cannot join.
+    prometheus_client.start_http_server(config.grpc_metrics_port, addr=config.bind_host)
+    log.info("gRPC GRPCInferenceService, health and reflection on port %d, /metrics on %d", server.port,
+             config.grpc_metrics_port)
     stop.wait()
     log.info("draining: up to %d s for calls in flight", config.request_timeout)
     server.stop(config.request_timeout)

@@ -22,7 +22,8 @@ class GrpcProcess(LiveServer):
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         full_env = {**os.environ, "MNIST_HOME": str(home), "GRPC_PORT": str(self.port), "BIND_HOST": "127.0.0.1",
-                    "RELOAD_INTERVAL": "0.5", **env}
+                    "RELOAD_INTERVAL": "0.5", "GRPC_METRICS_PORT": str(free_port()), **env}
+        self.env = full_env
         self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process it captures
         self.process = subprocess.Popen([sys.executable, "-m", "server.transports.grpc_server"], cwd=ROOT,
                                         env=full_env, stdout=self._log, stderr=subprocess.STDOUT)

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+import requests
 
 from server.protocols import v2_grpc_messages as pb
 from shared import dataset
@@ -82,6 +83,14 @@ def test_kserve_inference_grpc_client(server, digits) -> None:
     for form in ("raw", "typed"):
         assert said[form]["id"] == "k-1" and said[form]["shape"] == [COUNT, 10]
         assert (np.array(said[form]["labels"]) == labels).mean() > MIN_ACCURACY
+
+
+def test_metrics_count_calls_per_method_and_status(server, digits) -> None:
+    run_client("kserve", server, digits[0])
+    text = requests.get(f"http://127.0.0.1:{server.env['GRPC_METRICS_PORT']}/metrics", timeout=10).text
+    assert 'mnist_grpc_requests_total{code="OK",method="ModelInfer"}' in text
+    assert 'mnist_grpc_request_duration_seconds_count{method="ServerLive"}' in text
+    assert "mnist_inference_batch_size_count" in text
 
 
 def test_health_service_says_serving(server, digits) -> None:

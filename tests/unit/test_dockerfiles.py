@@ -33,6 +33,7 @@ NOT_IN_COMPOSE = {
     "BIND_HOST",  # fixed in the image: a container must listen on all its interfaces
     "PORT",  # the container port is fixed (8000); ${PORT} chooses the published host port
     "GRPC_PORT",  # the same for gRPC (8001); ${GRPC_PORT} chooses the proxy's published port
+    "GRPC_METRICS_PORT",  # the gRPC container's /metrics (8002), scraped inside the network, not published
 }
 
 
