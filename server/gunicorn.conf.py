@@ -72,7 +72,7 @@ def pre_request(worker, req) -> None:
     from server.worker import headers_complete
 
     headers_complete()  # the headers are in: their deadline no longer applies
-    if worker.should_shed():
+    if worker.should_shed(req):
         req.must_close = True  # the client reconnects, to a worker with fewer connections (server/balance.py)
     worker.log.debug("%s %s", req.method, req.path)
 

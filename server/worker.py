@@ -22,13 +22,17 @@ connection is never stranded by a stale count. Keep-alive connections outlive th
 were spread (a client's pool opened while the other worker still held closing connections, or
 while a restarted worker booted), so a worker holding two or more connections more than another
 answers one request with `Connection: close`, at most every SHED_INTERVAL_SECONDS; the client
-opens a new connection, which goes to the worker with fewer.
+opens a new connection, which goes to the worker with fewer. Never a request with bytes behind it
+(a pipelined request, already read or still in the socket): closing after the answer would drop it.
+A request that arrives after the answer was decided is the client's to retry, as HTTP/1.1 says of any
+connection a server closes.
 """
 
 from __future__ import annotations
 
 import math
 import select
+import socket
 import threading
 import time
 from typing import Any
@@ -51,6 +55,7 @@ YIELD_LIMIT_SECONDS = 0.02
 _YIELD_STREAK_GAP = 0.05  # yields further apart than this are about different connections
 # Long enough for the closed connection to be counted out and its successor accepted elsewhere.
 SHED_INTERVAL_SECONDS = 0.2
+_PEEK_LIMIT = 64 * 1024  # a body still this far from complete is not looked past (its request is not shed)
 _pending = threading.local()  # the header deadline of the request this thread is reading
 
 
@@ -60,6 +65,30 @@ def headers_complete() -> None:
     if token is not None:
         WATCHDOG.disarm(token)
         _pending.token = None
+
+
+def _followed(req: Any) -> bool:
+    """Whether bytes past `req`'s body have arrived (or may have: a chunked or large body is not looked past)."""
+    length = 0
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING":
+            return True
+        if name == "CONTENT-LENGTH":
+            length = int(value)  # gunicorn's parser has checked it
+    buffered = len(req.unreader.buf.getvalue())  # read past the headers: the body, then what follows it
+    if buffered > length:
+        return True
+    missing = length - buffered
+    sock = getattr(req.unreader, "sock", None)
+    if sock is None or missing > _PEEK_LIMIT:
+        return sock is not None
+    try:
+        waiting = sock.recv(missing + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # closed or broken: no answer goes out anyway
+    return len(waiting) > missing
 
 
 def _readable_within(sock: Any, seconds: float) -> bool:
@@ -80,9 +109,9 @@ class HeaderDeadlineWorker(ThreadWorker):
         self._streak_start = self._last_yield = self._last_shed = -math.inf
         super().init_process()
 
-    def should_shed(self) -> bool:
-        """Whether the request being read should be answered with `Connection: close` (pre_request hook)."""
-        if self._seat is None or not self._seat.crowded(self.nr_conns):
+    def should_shed(self, req: Any) -> bool:
+        """Whether `req` (headers just parsed) should be answered with `Connection: close` (pre_request hook)."""
+        if self._seat is None or not self._seat.crowded(self.nr_conns) or _followed(req):
             return False
         now = time.monotonic()
         if now - self._last_shed < SHED_INTERVAL_SECONDS:
