@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SERVER_VENV := .venv-server
+SERVER_BIN := $(SERVER_VENV)/bin
 LOCAL_HOME := var
 # The compose command the Docker targets use; the end-to-end test passes its own project and files:
 #   make retrain COMPOSE="docker compose -p mnist-e2e-x -f docker-compose.yml -f docker-compose.test.yml"
@@ -31,9 +33,20 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements/*.txt
+	@echo "venv: installing requirements/dev.txt into $(VENV) (TensorFlow, JAX, ONNX Runtime and the test tools:" \
+		"about 3 GB, several minutes on a first run; pip prints each package)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install -r requirements/dev.txt
+	touch $@
+
+# The server alone (no TensorFlow, no JAX): what `make serve-local` needs, like the server image.
+$(SERVER_BIN)/.installed: requirements/server.txt
+	@echo "serve-local: installing requirements/server.txt into $(SERVER_VENV) (ONNX Runtime, Flask, gunicorn:" \
+		"about 300 MB, a minute or two on a first run)"
+	$(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_BIN)/pip install --quiet --upgrade pip
+	$(SERVER_BIN)/pip install -r requirements/server.txt
 	touch $@
 
 venv: $(BIN)/.installed ## Create .venv with the pinned dependencies
@@ -61,11 +74,13 @@ lint: $(BIN)/.installed ## ruff over the code, hadolint over the Dockerfile, `do
 train-local: $(BIN)/.installed ## Train and publish a model into ./var without Docker
 	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m trainer $(TRAIN_FLAGS)
 
-serve-local: $(BIN)/.installed ## Serve ./var with gunicorn on http://127.0.0.1:8000 without Docker
-	MNIST_HOME=$(LOCAL_HOME) $(BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
+serve-local: $(SERVER_BIN)/.installed ## Serve ./var with gunicorn on BIND_HOST:PORT (default 0.0.0.0:8000) without Docker
+	@echo "serve-local: listening on $${BIND_HOST:-0.0.0.0}:$${PORT:-8000} (all interfaces unless BIND_HOST is set);" \
+		"try http://127.0.0.1:$${PORT:-8000}/readyz"
+	MNIST_HOME=$(LOCAL_HOME) $(SERVER_BIN)/python -m gunicorn -c server/gunicorn.conf.py server.wsgi:app
 
 up: ## Build, train once on an empty volume, start REPLICAS servers (default 1) behind the proxy; returns when healthy
-	REPLICAS=$(REPLICAS) $(COMPOSE) up --build -d --wait
+	REPLICAS=$(REPLICAS) COMPOSE="$(COMPOSE)" bash scripts/up.sh
 	@echo "serving on http://127.0.0.1:$${PORT:-8000} through HAProxy, $(REPLICAS) server replica(s) (make logs, make status)"
 	@echo "proxy stats: http://127.0.0.1:$${PROXY_STATS_PORT:-8404}/stats, Prometheus: http://127.0.0.1:$${PROXY_STATS_PORT:-8404}/metrics"
 
@@ -76,11 +91,11 @@ logs: ## Follow the trainer's and the server's logs
 	$(COMPOSE) logs -f --tail=100
 
 train: ## Train in the trainer container, only if the volume holds no model yet (GPU=1: on the GPU)
-	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build trainer $(TRAIN_FLAGS)
+	$(COMPOSE) $(GPU_FILES) run --rm trainer $(TRAIN_FLAGS)
 
 retrain: ## Publish a new model version now (EPOCHS=N, MODEL_RECIPE=improved, GPU=1, WORKERS=N); the running server hot-reloads it
 ifeq ($(WORKERS),1)
-	$(COMPOSE) $(GPU_FILES) run --rm --quiet-build -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
+	$(COMPOSE) $(GPU_FILES) run --rm -e SKIP_IF_PUBLISHED=false trainer $(TRAIN_FLAGS)
 else
 	COMPOSE="$(COMPOSE) $(GPU_FILES)" bash scripts/retrain-workers.sh $(WORKERS) $(TRAIN_FLAGS)
 endif
