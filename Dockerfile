@@ -20,7 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH \
-    MNIST_HOME=/data
+    MNIST_HOME=/data \
+    LOG_FORMAT=json
+# LOG_FORMAT=json: containers' logs go to a collector, one JSON object per line (docs/operating.md).
 # A fixed uid/gid so files the trainer writes into the shared volume belong to the same user the
 # server runs as. /data is created here, owned by that user, because Docker seeds an empty named
 # volume from the image's folder (ownership included): the non-root trainer can then write to it.

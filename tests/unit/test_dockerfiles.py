@@ -25,6 +25,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 # Settings the compose file sets on purpose rather than passing through with the code's default.
 FIXED_IN_COMPOSE = {
     "SKIP_IF_PUBLISHED": "true",  # compose trains once; `make retrain` overrides it
+    "LOG_FORMAT": "json",  # containers log JSON lines for a collector (docs/operating.md)
 }
 # Settings compose does not expose, and why.
 NOT_IN_COMPOSE = {

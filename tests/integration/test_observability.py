@@ -1,0 +1,75 @@
+"""Operability through a real gunicorn (LOG_FORMAT=json, two workers, batching on) over the trained model:
+every request gives exactly one JSON line with its id in the server's stdout (and no gunicorn access line),
+the id an error answer carries finds its line, and every metric the Grafana dashboard queries is in /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from conftest import LiveServer
+from prometheus_client.parser import text_string_to_metric_families
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "grafana-dashboard.json"
+
+
+@pytest.fixture(scope="module")
+def live(trained_home: Path, start_module_server) -> Iterator[LiveServer]:
+    yield start_module_server(trained_home, LOG_FORMAT="json", WEB_CONCURRENCY="2", BATCHING="true")
+
+
+def _request_lines(server: LiveServer) -> list[dict]:
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "server.requests"]
+
+
+def test_one_json_line_per_request_and_an_error_id_finds_its_line(live: LiveServer) -> None:
+    zero = np.zeros((2, 28, 28)).tolist()
+    calls = [("GET", "/healthz", None), ("GET", "/models", None), ("GET", "/samples/test/3.png", None),
+             ("POST", "/predict", {"instances": zero}), ("POST", "/v1/models/mnist:predict", {"instances": zero}),
+             ("POST", "/v2/models/mnist/infer",
+              {"inputs": [{"name": "images", "shape": [2, 28, 28], "datatype": "FP32",
+                           "data": np.zeros(2 * 784).tolist()}]}),
+             ("GET", "/no/such/path", None)]
+    for number, (method, path, body) in enumerate(calls):
+        response = requests.request(method, live.url + path, json=body, timeout=30,
+                                    headers={"X-Request-ID": f"live-{number}"})
+        assert response.headers["X-Request-ID"] == f"live-{number}"
+    bad = requests.post(live.url + "/v2/models/mnist/infer", data=b"{oops", timeout=30)
+    assert bad.status_code == 400
+    error_id = bad.json()["request_id"]
+    assert bad.headers["X-Request-ID"] == error_id
+
+    lines = _request_lines(live)
+    for number, (method, _path, _body) in enumerate(calls):
+        (line,) = [line for line in lines if line["request_id"] == f"live-{number}"]
+        assert line["method"] == method and line["latency_ms"] > 0 and line["client"] == "127.0.0.1"
+    by_id = {line["request_id"]: line for line in lines}
+    assert by_id["live-2"]["route"] == "/samples/<split>/<index>.png"
+    assert by_id["live-6"]["route"] == "unmatched" and by_id["live-6"]["status"] == 404
+    for number, protocol in ((3, "native"), (4, "tfserving"), (5, "v2")):
+        assert (by_id[f"live-{number}"]["protocol"], by_id[f"live-{number}"]["images"]) == (protocol, 2)
+        assert by_id[f"live-{number}"]["model_version"] == 1
+    assert by_id[error_id]["status"] == 400 and by_id[error_id]["route"] == "/v2/models/mnist/infer"
+    assert sum(error_id in line for line in live.log().splitlines()) == 1  # one grep, one line
+    assert not re.search(r'"(GET|POST) /\S* HTTP/1\.1" \d{3}', live.log())  # gunicorn's access line is off
+
+
+def test_every_metric_the_dashboard_queries_is_exported(live: LiveServer) -> None:
+    digits = {"instances": np.zeros((1, 28, 28)).tolist()}
+    for _ in range(3):
+        assert requests.post(live.url + "/predict", json=digits, timeout=30).status_code == 200
+    exported = {sample.name for family in text_string_to_metric_families(requests.get(live.url + "/metrics",
+                                                                                      timeout=30).text)
+                for sample in family.samples}
+    dashboard = json.loads(DASHBOARD.read_text())
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(mnist_[a-z_]+)\b", target["expr"])}
+    assert len(queried) >= 7
+    assert queried <= exported, sorted(queried - exported)
