@@ -1,5 +1,6 @@
 """gRPC under load: our GRPCInferenceService against KServe's gRPC server, same model, same messages.
 
+    python -m bench.run --only grpc     # part of `make bench-peers`; the model `make bench` trained
     BENCH_GRPC_HOME=<a MNIST_HOME holding mnist/N/model.onnx> python -m bench.grpc_bench
 
 Cases (raw_input_contents, UINT8, what tritonclient sends by default):
@@ -10,7 +11,7 @@ for BENCH_SECONDS after BENCH_WARMUP. It shares the machine's cores with the ser
 CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
 KServe 0.21 runs from this venv (bench/peers/kserve_server.py with PEER_GRPC_PORT, 2 workers);
 PyTriton is not run here (its venv and Triton binary are not installed by this module).
-Writes bench/tmp/grpc.json.
+Writes the part bench/tmp/grpc.json (not yet rendered into bench/results.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.common import ROOT, SHARED_MNIST, TMP
+from bench.common import BENCH_HOME, ROOT, SHARED_MNIST, TMP, write_part
 from bench.http_bench import free_port
 from server.protocols import v2_grpc_messages as pb
 
@@ -116,7 +117,7 @@ def check_answer(address: str, images: np.ndarray) -> None:
 
 
 def main() -> dict[str, Any]:
-    home = Path(os.environ["BENCH_GRPC_HOME"])
+    home = Path(os.environ.get("BENCH_GRPC_HOME", BENCH_HOME))
     with np.load(SHARED_MNIST) as mnist:
         digits = mnist["x_test"][:256]
     bodies = {1: request(digits[:1]).SerializeToString(), 256: request(digits).SerializeToString()}
@@ -141,9 +142,9 @@ def main() -> dict[str, Any]:
             process.wait(30)
             log.close()
     out = {"seconds": SECONDS, "warmup": WARMUP, "load": os.getloadavg(), "cpus": os.cpu_count(), "servers": results}
-    (TMP / "grpc.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_part("grpc", out)
     return out
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(main()))
