@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from server import batching, metrics, request_log, web
+from server import batching, metrics, request_log, tracing, web
 from server.backends import load_model
 from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
@@ -38,6 +38,7 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
         app.register_blueprint(blueprint)
     # Every predict route (server.pipeline.INFER_ROUTES) is answered ahead of Flask, through one path.
     app.wsgi_app = Pipeline(app.wsgi_app, app.extensions[EXTENSION], config.max_body_bytes)  # type: ignore[method-assign]
+    tracing.setup()  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; here, after gunicorn's fork: one exporter per worker
     request_log.install(app)  # last: its line covers everything above, whatever answers the request
     if watch:
         manager.start(load_first=config.backend == "onnx")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from server import metrics
+from server import metrics, tracing
 from server.batching import Batcher
 from server.errors import NotFound, Unavailable
 from server.model_manager import LoadedModel, ModelManager
@@ -102,5 +102,7 @@ class DataPlane:
         """The batcher's seam: (N, 28, 28) float32 0..255 -> (N, 10) float32 probabilities."""
         scaled = scale_pixels(pixels)
         if self.batcher is not None:
-            return self.batcher.submit(scaled, model.model.predict)
-        return model.model.predict(scaled)
+            with tracing.span("queue and batch", model_version=model.version, batch_size=len(pixels)):
+                return self.batcher.submit(scaled, model.model.predict)
+        with tracing.span("model run", model_version=model.version, batch_size=len(pixels)):
+            return model.model.predict(scaled)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from werkzeug.wsgi import get_content_length
 
-from server import metrics, request_log
+from server import metrics, request_log, tracing
 from server.auth import check_token
 from server.body import read_limited
 from server.errors import ApiError
@@ -177,12 +177,15 @@ class Pipeline:
                 raise ApiError("Method Not Allowed: The method is not allowed for the requested URL.", 405,
                                headers={"Allow": "POST"})
             check_token(environ.get("HTTP_AUTHORIZATION", ""), self.found.config.auth_token)
-            data = read_limited(environ, get_content_length(environ), self.max_body_bytes)
+            with tracing.span("read body"):
+                data = read_limited(environ, get_content_length(environ), self.max_body_bytes)
             plane, codec = self.found.plane, CODECS[route.codec]
-            decoded = codec.decode(data, WsgiHeaders(environ), version, plane.max_batch_size)
+            with tracing.span("decode", protocol=route.codec):
+                decoded = codec.decode(data, WsgiHeaders(environ), version, plane.max_batch_size)
             result = plane.infer(decoded)
             request_log.note(environ, model_version=result.version, images=len(result.probabilities))
-            return 200, codec.encode(result, decoded)
+            with tracing.span("encode", protocol=route.codec):
+                return 200, codec.encode(result, decoded)
         except ApiError as error:
             return error.status, error_answer(error.message, error.headers, **error.extra)
         except Exception as error:  # never expected: tests prove bad input gets a 4xx

@@ -24,6 +24,8 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from server import tracing
+
 log = logging.getLogger("server.requests")
 
 REQUEST_ID = "mnist.request_id"
@@ -44,14 +46,16 @@ def note(environ: dict[str, Any], **fields: Any) -> None:
         notes.update(fields)
 
 
-def request_id(environ: dict[str, Any]) -> str:
+def request_id(environ: dict[str, Any], trace_id: str | None = None) -> str:
+    """The client's X-Request-ID, else its traceparent's trace id, else this request's trace (tracing on)
+    or a new random id."""
     given = environ.get("HTTP_X_REQUEST_ID", "")
     if _SAFE_ID.fullmatch(given):
         return given
     parent = _TRACEPARENT.fullmatch(environ.get("HTTP_TRACEPARENT", "").strip().lower())
     if parent is not None and parent[1] != "0" * 32:
         return parent[1]
-    return os.urandom(16).hex()
+    return trace_id or os.urandom(16).hex()
 
 
 class _CountingInput:
@@ -136,7 +140,8 @@ class RequestLog:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
-        rid = environ[REQUEST_ID] = request_id(environ)
+        traced = tracing.ServerSpan(environ, environ.get("REQUEST_METHOD", "")) if tracing.enabled() else None
+        rid = environ[REQUEST_ID] = request_id(environ, traced.trace_id if traced is not None else None)
         notes: dict[str, Any] = {}
         environ[_NOTES] = notes
         stream = environ.get("wsgi.input")
@@ -152,13 +157,18 @@ class RequestLog:
             return start_response(status, headers, exc_info)
 
         def finish(sent: int) -> None:
-            self._write(environ, notes, rid, state["status"], started, counted.count if counted else 0, sent)
+            fields = self._write(environ, notes, rid, state["status"], started, counted.count if counted else 0, sent)
+            if traced is not None:
+                traced.end(fields["route"], fields["status"], fields)
 
         try:
             body = self.app(environ, start)
         except BaseException:
             finish(0)
             raise
+        finally:
+            if traced is not None:
+                traced.detach()
         state["returned"] = True
         held = state.pop("held", None)
         if held is not None:
@@ -177,7 +187,7 @@ class RequestLog:
         return _LoggedBody(body, finish)
 
     def _write(self, environ: dict[str, Any], notes: dict[str, Any], rid: str, status: int, started: float,
-               received: int, sent: int) -> None:
+               received: int, sent: int) -> dict[str, Any]:
         route = notes.pop("route", UNMATCHED)
         method = environ.get("REQUEST_METHOD", "")
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -197,6 +207,7 @@ class RequestLog:
             **notes,
         }
         self.log.info("%s %s %d %.1fms", method, route, status, latency_ms, extra={"fields": fields})
+        return fields
 
 
 def install(app: Flask) -> None:
