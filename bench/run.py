@@ -27,10 +27,12 @@ from server.backends import RUN_SLICE
 PARTS = ("training", "inference", "http", "store")
 # Reported when measured, not run by default: variants (about 12 minutes), ort (session settings, about 3 minutes),
 # accept (connection spreading over workers, about 2 minutes), peers (other serving frameworks: `make bench-peers`).
-OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability", "floor", "recipes", "grpc")
+OPTIONAL_PARTS = ("variants", "ort", "accept", "batching", "peers", "stability", "floor", "recipes", "grpc",
+                  "observability")
 OPTIONAL_MODULES = {"ort": "bench.ort_variants", "accept": "bench.accept_bench", "batching": "bench.batching_bench",
                     "peers": "bench.peers_bench", "stability": "bench.stability_bench", "floor": "bench.model_floor",
-                    "recipes": "bench.recipes_bench", "grpc": "bench.grpc_bench"}
+                    "recipes": "bench.recipes_bench", "grpc": "bench.grpc_bench",
+                    "observability": "bench.observability_bench"}
 RESULTS_JSON = ROOT / "bench" / "results.json"
 RESULTS_MD = ROOT / "bench" / "results.md"
 

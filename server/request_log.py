@@ -206,7 +206,11 @@ class RequestLog:
             "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
             **notes,
         }
-        self.log.info("%s %s %d %.1fms", method, route, status, latency_ms, extra={"fields": fields})
+        if self.log.isEnabledFor(logging.INFO):
+            # makeRecord + handle is logger.info without its stack walk for the caller's file and line.
+            self.log.handle(self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms",
+                                                (method, route, status, latency_ms), None,
+                                                extra={"fields": fields}))
         return fields
 
 
