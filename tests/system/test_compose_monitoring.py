@@ -1,0 +1,65 @@
+"""`docker compose -f docker-compose.yml -f docker-compose.monitoring.yml up` with two server replicas:
+Prometheus (Debian's package on the project's base image) scrapes both replicas and HAProxy, holds the server's
+series, and when one replica stops, its MnistReplicaDown alert goes pending. Built on test_compose.py's Stack."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from conftest import free_port
+from test_compose import BUILD_TIMEOUT, READY_TIMEOUT, Stack, docker_unavailable
+
+FILES = "-f docker-compose.yml -f docker-compose.test.yml -f docker-compose.monitoring.yml"
+
+
+def _until(prometheus: str, path: str, check, what: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    answer: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            answer = requests.get(prometheus + path, timeout=5).json()
+            if answer.get("status") == "success" and check(answer["data"]):
+                return answer["data"]
+        except (requests.ConnectionError, ValueError):
+            pass  # Prometheus still starting
+        time.sleep(1)
+    raise AssertionError(f"{what} not seen in {timeout} s; last answer: {answer}")
+
+
+def _query(expression: str) -> str:
+    return "/api/v1/query?query=" + requests.utils.quote(expression)
+
+
+def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
+    reason = docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    prometheus_port = free_port()
+    stack = Stack("mnist-monitoring", REPLICAS="2", PROMETHEUS_PORT=str(prometheus_port))
+    stack.compose = f"docker compose -p {stack.project} {FILES}"
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    try:
+        stack.run("build", timeout=BUILD_TIMEOUT)
+        stack.run("up", "-d", "--wait", timeout=READY_TIMEOUT)  # every replica healthy (as `make up`)
+        for _ in range(3):
+            assert requests.get(stack.url + "/models", timeout=10).status_code == 200
+
+        def both_up(data: dict) -> bool:
+            return sorted(float(sample["value"][1]) for sample in data["result"]) == [1.0, 1.0]
+        _until(prometheus, _query('up{job="mnist-server"}'), both_up, "both server replicas up")
+        _until(prometheus, _query('up{job="haproxy"} == 1'), lambda data: len(data["result"]) == 1, "HAProxy up")
+        _until(prometheus, _query('mnist_http_requests_total{route="/models", status="200"}'),
+               lambda data: len(data["result"]) >= 1, "the server's request counter")
+
+        replica = stack.run("ps", "-q", "server").split()[0]
+        stack._run(["docker", "stop", "-t", "5", replica], 60)
+
+        def replica_down(data: dict) -> bool:
+            return any(alert["labels"]["alertname"] == "MnistReplicaDown" and alert["state"] in ("pending", "firing")
+                       for alert in data["alerts"])
+        _until(prometheus, "/api/v1/alerts", replica_down, "MnistReplicaDown pending")
+    finally:
+        stack.run("down", "-v", "--remove-orphans", "--timeout", "10")
+    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
