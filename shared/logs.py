@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -80,3 +81,15 @@ def configure(log_format: str, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+
+
+def emit(message: str, stream: TextIO | None = None, **fields: Any) -> None:
+    """One trainer progress line on stdout: `message` as it reads (LOG_FORMAT=text, the default), or with
+    LOG_FORMAT=json an object holding the message and `fields` (epoch, metrics, published version)."""
+    from shared.config import env_name, parse_setting
+
+    log_format = parse_setting("log_format", os.environ.get(env_name("log_format"), "text"))
+    if log_format == "json":
+        message = json.dumps({"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "INFO",
+                              "logger": "trainer", "pid": os.getpid(), "message": message, **fields}, default=str)
+    print(message, file=stream or sys.stdout, flush=True)

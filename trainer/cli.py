@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shared import dataset
+from shared import dataset, logs
 from shared.config import Config, ConfigError, env_name, parse_setting
 from shared.dataset import DatasetError
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStoreError
@@ -122,7 +122,8 @@ def run(config: Config) -> int:
         return 0
     scores = evaluate(training.model, data.x_test, data.y_test)
     probabilities = scores.pop("probabilities")
-    print(f"trainer: test accuracy {scores['test_accuracy']:.4f}, loss {scores['test_loss']:.4f}", flush=True)
+    logs.emit(f"trainer: test accuracy {scores['test_accuracy']:.4f}, loss {scores['test_loss']:.4f}",
+              test_accuracy=scores["test_accuracy"], test_loss=scores["test_loss"])
     if scores["test_accuracy"] < config.min_accuracy:
         backup.clear()  # the run is over: a rerun would train the same model again
         raise QualityGateError(
@@ -164,7 +165,8 @@ def run(config: Config) -> int:
 
         version = store.publish(staged, stamp)
     backup.clear()
-    print(f"trainer: published version {version} to {store.version_dir(version)}", flush=True)
+    logs.emit(f"trainer: published version {version} to {store.version_dir(version)}", published_version=version,
+              test_accuracy=scores["test_accuracy"])
     for old in store.prune(config.keep_versions):
         print(f"trainer: removed old version {old} (KEEP_VERSIONS={config.keep_versions})")
     for old in store.prune_retired(config.keep_versions):
@@ -197,5 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainer: not published: writing under {config.home} failed: {error}."
               " No version was published and the partial files were removed.", file=sys.stderr)
         return 1
-    print(f"trainer: done in {time.perf_counter() - started:.1f} s", flush=True)
+    seconds = round(time.perf_counter() - started, 1)
+    logs.emit(f"trainer: done in {seconds:.1f} s", seconds=seconds)
     return status

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from shared.dataset import NUM_CLASSES, Mnist
+from shared.logs import emit
 from shared.preprocess import scale_pixels
 from trainer import distributed
 from trainer.distributed import Job
@@ -70,12 +71,12 @@ class EpochTimer(keras.callbacks.Callback):
         entry.update({key: round(float(value), 5) for key, value in logs.items()})
         self.history.append(entry)
         if self.print_lines:
-            print(
+            emit(
                 f"epoch {epoch + 1}/{self.epochs}: loss {entry.get('loss', float('nan')):.4f}"
                 f" accuracy {entry.get('accuracy', float('nan')):.4f}"
                 f" val_accuracy {entry.get('val_accuracy', float('nan')):.4f}"
                 f" ({entry['seconds']:.1f} s)",
-                flush=True,
+                epochs=self.epochs, **entry,
             )
 
 

@@ -118,3 +118,13 @@ def test_json_and_text_formats() -> None:
     finally:
         logging.getLogger().handlers.clear()
     assert json.loads(stream.getvalue())["epoch"] == 1
+
+
+def test_trainer_lines_follow_log_format(monkeypatch) -> None:
+    stream = io.StringIO()
+    logs.emit("trainer: published version 3", stream, published_version=3)
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    logs.emit("trainer: published version 3", stream, published_version=3)
+    text, line = stream.getvalue().splitlines()
+    assert text == "trainer: published version 3"  # text: the line as it always read
+    assert json.loads(line)["published_version"] == 3 and json.loads(line)["message"] == text
