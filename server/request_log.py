@@ -1,5 +1,8 @@
 """One structured log line per HTTP request, written by WSGI middleware around the whole app.
 
+The gRPC process writes its calls' lines with the same `choose_id` and `write`
+(server.transports.grpc_server), so both transports' lines have the same fields and format.
+
 It sits outside everything (Flask and the predict pipeline ahead of it), so every route gets its
 line whatever answers it. The request id is an incoming `X-Request-ID` (kept when it is a short
 token), else the trace id of a W3C `traceparent`, else a new random one; it is sent back as
@@ -46,16 +49,47 @@ def note(environ: dict[str, Any], **fields: Any) -> None:
         notes.update(fields)
 
 
-def request_id(environ: dict[str, Any], trace_id: str | None = None) -> str:
-    """The client's X-Request-ID, else its traceparent's trace id, else this request's trace (tracing on)
-    or a new random id."""
-    given = environ.get("HTTP_X_REQUEST_ID", "")
+def choose_id(given: str, traceparent: str, trace_id: str | None = None) -> str:
+    """The client's request id when it is a short safe token, else its traceparent's trace id, else this
+    request's trace (tracing on) or a new random id. HTTP headers and gRPC metadata both come here."""
     if _SAFE_ID.fullmatch(given):
         return given
-    parent = _TRACEPARENT.fullmatch(environ.get("HTTP_TRACEPARENT", "").strip().lower())
+    parent = _TRACEPARENT.fullmatch(traceparent.strip().lower())
     if parent is not None and parent[1] != "0" * 32:
         return parent[1]
     return trace_id or os.urandom(16).hex()
+
+
+def request_id(environ: dict[str, Any], trace_id: str | None = None) -> str:
+    """This HTTP request's id: X-Request-ID, else traceparent's trace id, else a new one (`choose_id`)."""
+    return choose_id(environ.get("HTTP_X_REQUEST_ID", ""), environ.get("HTTP_TRACEPARENT", ""), trace_id)
+
+
+def write(logger: logging.Logger, rid: str, method: str, route: str, status: int | str, started: float,
+          received: int, sent: int, notes: dict[str, Any], client: str | None,
+          forwarded_for: str | None) -> dict[str, Any]:
+    """Write one request's line (every transport's): its fields, in this order, then any other notes."""
+    latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    fields = {
+        "request_id": rid,
+        "method": method,
+        "route": route,
+        "status": status,
+        "latency_ms": latency_ms,
+        "bytes_in": received,
+        "bytes_out": sent,
+        "model_version": notes.pop("model_version", None),
+        "images": notes.pop("images", None),
+        "protocol": notes.pop("protocol", None),
+        "client": client,
+        "forwarded_for": forwarded_for,
+        **notes,
+    }
+    if logger.isEnabledFor(logging.INFO):
+        # makeRecord + handle is logger.info without its stack walk for the caller's file and line.
+        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s %s %s %.1fms",
+                                        (method, route, status, latency_ms), None, extra={"fields": fields}))
+    return fields
 
 
 class _CountingInput:
@@ -188,30 +222,8 @@ class RequestLog:
 
     def _write(self, environ: dict[str, Any], notes: dict[str, Any], rid: str, status: int, started: float,
                received: int, sent: int) -> dict[str, Any]:
-        route = notes.pop("route", UNMATCHED)
-        method = environ.get("REQUEST_METHOD", "")
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        fields = {
-            "request_id": rid,
-            "method": method,
-            "route": route,
-            "status": status,
-            "latency_ms": latency_ms,
-            "bytes_in": received,
-            "bytes_out": sent,
-            "model_version": notes.pop("model_version", None),
-            "images": notes.pop("images", None),
-            "protocol": notes.pop("protocol", None),
-            "client": environ.get("REMOTE_ADDR"),
-            "forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
-            **notes,
-        }
-        if self.log.isEnabledFor(logging.INFO):
-            # makeRecord + handle is logger.info without its stack walk for the caller's file and line.
-            self.log.handle(self.log.makeRecord(self.log.name, logging.INFO, __file__, 0, "%s %s %d %.1fms",
-                                                (method, route, status, latency_ms), None,
-                                                extra={"fields": fields}))
-        return fields
+        return write(self.log, rid, environ.get("REQUEST_METHOD", ""), notes.pop("route", UNMATCHED), status,
+                     started, received, sent, notes, environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR"))
 
 
 def install(app: Flask) -> None:

@@ -7,9 +7,11 @@ gunicorn worker has, behind grpcio's server with GRPC_THREADS threads. Beside th
 the standard `grpc.health.v1.Health` service (SERVING once a model is loaded) and server reflection.
 
 Per call it does what the HTTP infer route does: the bearer token (metadata `authorization`) on
-ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics; an `ApiError` becomes
-the gRPC status of its HTTP status with the same message. Messages larger than MAX_BODY_BYTES are
-refused by grpcio itself with RESOURCE_EXHAUSTED before they are decoded. On SIGTERM the health
+ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics, one request-log line
+(server.request_log's fields and format; the request id in and out as metadata `x-request-id`); an
+`ApiError` becomes the gRPC status of its HTTP status with the same message and the request id.
+Messages larger than MAX_BODY_BYTES are refused by grpcio itself with RESOURCE_EXHAUSTED before they
+are decoded (no line: no call of ours ran). On SIGTERM the health
 service answers NOT_SERVING, new calls are refused and calls in flight get REQUEST_TIMEOUT seconds.
 """
 
@@ -29,7 +31,7 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from server import batching, metrics
+from server import batching, metrics, request_log
 from server.auth import check_token
 from server.backends import load_model
 from server.dataplane import DataPlane
@@ -38,6 +40,7 @@ from server.http_errors import INTERNAL_ERROR
 from server.model_manager import Loader, ModelManager
 from server.protocols import v2_grpc
 from server.protocols import v2_grpc_messages as pb
+from shared import logs
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
@@ -99,23 +102,40 @@ def _metadata(context: grpc.ServicerContext, key: str) -> str:
     return ""
 
 
+def _answer_notes(response: Any) -> dict[str, Any]:
+    """The line's model version and images, read off a ModelInfer answer (other answers have neither)."""
+    if not isinstance(response, pb.ModelInferResponse) or not response.outputs:
+        return {}
+    return {"model_version": int(response.model_version), "images": response.outputs[0].shape[0]}
+
+
 def _guarded(method: str, answer: Handler) -> Handler:
-    """One call with its metrics; ApiError -> its gRPC status and message, anything else -> INTERNAL."""
+    """One call, the one place each call passes: its request id (metadata `x-request-id` in and out), its
+    metrics and its request-log line; ApiError -> its gRPC status and message, anything else -> INTERNAL.
+    An error's details end with the request id, so the id a client saw finds the line in one grep."""
+    route = f"/{pb.SERVICE}/{method}"
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
-        code, message = grpc.StatusCode.OK, ""
+        rid = request_log.choose_id(_metadata(context, "x-request-id"), _metadata(context, "traceparent"))
+        context.set_trailing_metadata((("x-request-id", rid),))  # sent with an OK answer and with an abort
+        code, message, response = grpc.StatusCode.OK, "", None
         try:
-            return answer(request, context)
+            response = answer(request, context)
+            return response
         except ApiError as error:
             code, message = status_code(error.status), error.message
         except Exception as error:  # never expected: tests prove bad input gets a clear status
-            log.exception("unhandled error in %s: %s", method, error)
+            log.exception("unhandled error in %s (request id %s): %s", method, rid, error)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
         finally:
             metrics.GRPC_REQUESTS.labels(method, code.name).inc()
             metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-        context.abort(code, message)  # raises: grpcio answers the status
+            request_log.write(request_log.log, rid, method, route, code.name, started, request.ByteSize(),
+                              response.ByteSize() if response is not None else 0,
+                              {**_answer_notes(response), "protocol": "grpc"}, context.peer(),
+                              _metadata(context, "x-forwarded-for") or None)
+        context.abort(code, f"{message} (request id {rid})")  # raises: grpcio answers the status
 
     return call
 
@@ -188,11 +208,11 @@ def _add_to_pool(file_descriptor: Any) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = Config.from_env()
     except ConfigError as error:
         sys.exit(f"grpc server: {error}")
+    logs.configure(config.log_format)  # LOG_FORMAT: the request lines look as gunicorn's workers write them
     server = GrpcServer(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

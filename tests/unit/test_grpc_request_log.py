@@ -1,0 +1,148 @@
+"""The gRPC process's request log and version lookups, in process over the real grpcio server and StandInModel.
+
+Every call of inference.GRPCInferenceService gives exactly one `server.requests` line with the fields of the HTTP
+line (server/request_log.py), its request id comes back as trailing metadata `x-request-id`, and an error's details
+end with that id, so the id a client saw finds its line in one grep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+from server.protocols import v2_grpc_messages as pb
+from server.transports.grpc_server import GrpcServer
+from shared import logs
+from shared.config import Config
+from tests.conftest import standin_digit, standin_loader
+
+TOKEN = "s3cret"
+
+
+@pytest.fixture
+def grpc_server(standin_home: Path) -> Iterator[tuple[GrpcServer, list[str]]]:
+    """Versions 1 to 5 in the store, 5 served; `loads` names each version folder the loader was given."""
+    loads: list[str] = []
+
+    def loader(backend: str, folder: Path, threads: int) -> Any:
+        loads.append(Path(folder).name)
+        return standin_loader(backend, folder, threads)
+
+    for version in (3, 4, 5):
+        folder = standin_home / "mnist" / str(version)
+        folder.mkdir()
+        (folder / "metadata.json").write_text(json.dumps({"version": version}))
+    server = GrpcServer(Config(home=standin_home, max_batch_size=64, auth_token=TOKEN), loader=loader,
+                        address="127.0.0.1:0")
+    server.start()
+    yield server, loads
+    server.stop(grace=1)
+
+
+@pytest.fixture
+def channel(grpc_server: tuple[GrpcServer, list[str]]) -> Iterator[grpc.Channel]:
+    server, _loads = grpc_server
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        for _ in range(100):  # wait for the manager's first load
+            if server.manager.current is not None:
+                break
+            server._stopping.wait(0.1)
+        assert server.manager.current is not None
+        yield opened
+
+
+def call(channel: grpc.Channel, method: str, request: Any, metadata: list[tuple[str, str]] | None = None,
+         token: str | None = TOKEN) -> tuple[Any, Any]:
+    """(response, call) of one call by its wire name; the call object holds the trailing metadata."""
+    stub = channel.unary_unary(f"/{pb.SERVICE}/{method}", request_serializer=type(request).SerializeToString,
+                               response_deserializer=pb.METHODS[method][1].FromString)
+    sent = [*(metadata or []), *([("authorization", f"Bearer {token}")] if token else [])]
+    return stub.with_call(request, timeout=10, metadata=sent)
+
+
+def infer_request(*labels: int, **fields: Any) -> Any:
+    images = np.stack([standin_digit(label) for label in labels])
+    request = pb.ModelInferRequest(model_name="mnist", **fields)
+    request.inputs.add(name="pixels", datatype="UINT8", shape=images.shape)
+    request.raw_input_contents.append(images.tobytes())
+    return request
+
+
+REQUESTS = {"ServerLive": pb.ServerLiveRequest(), "ServerReady": pb.ServerReadyRequest(),
+            "ModelReady": pb.ModelReadyRequest(name="mnist"), "ServerMetadata": pb.ServerMetadataRequest(),
+            "ModelMetadata": pb.ModelMetadataRequest(name="mnist"), "ModelInfer": infer_request(3, 7)}
+
+
+def lines(caplog: pytest.LogCaptureFixture, request_id: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records
+            if record.name == "server.requests" and record.fields["request_id"] == request_id]
+
+
+def returned_id(rpc_call: Any) -> str:
+    return dict(rpc_call.trailing_metadata())["x-request-id"]
+
+
+def test_every_call_gives_one_line_with_its_id(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    assert set(REQUESTS) == set(pb.METHODS)  # a new method gets its line checked here
+    for method, request in REQUESTS.items():
+        request_id = f"grpc-{method}"
+        response, rpc_call = call(channel, method, request, [("x-request-id", request_id)])
+        assert returned_id(rpc_call) == request_id
+        [line] = lines(caplog, request_id)
+        fields = line.fields
+        assert (fields["method"], fields["route"], fields["status"], fields["protocol"]) == (
+            method, f"/inference.GRPCInferenceService/{method}", "OK", "grpc")
+        assert fields["bytes_in"] == request.ByteSize() and fields["bytes_out"] == response.ByteSize()
+        assert fields["latency_ms"] >= 0 and fields["client"].startswith(("ipv4:", "ipv6:"))
+        if method == "ModelInfer":
+            assert (fields["model_version"], fields["images"]) == (5, 2)
+        else:
+            assert fields["model_version"] is None and fields["images"] is None
+
+
+def test_an_errors_id_finds_its_line(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    for method, request, token, code in (
+            ("ModelInfer", infer_request(1), "wrong", grpc.StatusCode.UNAUTHENTICATED),
+            ("ModelInfer", infer_request(1, model_version="9"), TOKEN, grpc.StatusCode.NOT_FOUND),
+            ("ModelMetadata", pb.ModelMetadataRequest(name="fashion"), TOKEN, grpc.StatusCode.NOT_FOUND)):
+        with pytest.raises(grpc.RpcError) as raised:
+            call(channel, method, request, token=token)
+        error = raised.value
+        assert error.code() == code
+        found = re.search(r"\(request id ([0-9a-f]{32})\)$", error.details())
+        assert found is not None, error.details()
+        assert returned_id(error) == found[1]
+        [line] = lines(caplog, found[1])
+        assert (line.fields["method"], line.fields["status"]) == (method, code.name)
+
+
+def test_the_id_is_kept_validated_or_taken_from_traceparent(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    _response, traced = call(channel, "ServerLive", pb.ServerLiveRequest(),
+                             [("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")])
+    assert returned_id(traced) == trace_id and len(lines(caplog, trace_id)) == 1
+    _response, unsafe = call(channel, "ServerLive", pb.ServerLiveRequest(), [("x-request-id", "a b" * 100)])
+    assert re.fullmatch(r"[0-9a-f]{32}", returned_id(unsafe))  # an unsafe id is replaced, as over HTTP
+    assert len(lines(caplog, returned_id(unsafe))) == 1
+
+
+def test_the_line_renders_in_both_log_formats(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    call(channel, "ModelInfer", infer_request(4), [("x-request-id", "fmt-1")])
+    [record] = lines(caplog, "fmt-1")
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["message"].startswith("ModelInfer /inference.GRPCInferenceService/ModelInfer OK ")
+    assert (line["request_id"], line["status"], line["images"], line["protocol"]) == ("fmt-1", "OK", 1, "grpc")
+    assert "request_id=fmt-1 " in logs.TextFormatter().format(record)
+
