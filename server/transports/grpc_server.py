@@ -74,8 +74,11 @@ class InferenceService:
         v2_grpc.check_model(request.name)
         version = v2_grpc.version_of(request.version)
         if version is None:
-            return pb.ModelReadyResponse(ready=self.manager.current is not None)
-        self.plane.model(version)  # NOT_FOUND for a version the store does not hold, UNAVAILABLE if it fails
+            return pb.ModelReadyResponse(ready=self.plane.current is not None)
+        if version in self.plane.failed():
+            return pb.ModelReadyResponse(ready=False)
+        # As the HTTP route: NOT_FOUND when the store lacks it; a stored version loads when inference asks.
+        self.plane.known_version(version)
         return pb.ModelReadyResponse(ready=True)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -85,9 +88,9 @@ class InferenceService:
         v2_grpc.check_model(request.name)
         version = v2_grpc.version_of(request.version)
         if version is not None:
-            self.plane.model(version)
+            self.plane.known_version(version)  # NOT_FOUND when the store lacks it; loads nothing
         platform = "onnxruntime_onnx" if self.config.backend == "onnx" else "tensorflow_keras"
-        return v2_grpc.model_metadata(self.manager.store.versions(), platform)
+        return v2_grpc.model_metadata(self.plane.versions(), platform)
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
         check_token(_metadata(context, "authorization"), self.config.auth_token)

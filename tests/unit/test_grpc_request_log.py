@@ -2,7 +2,8 @@
 
 Every call of inference.GRPCInferenceService gives exactly one `server.requests` line with the fields of the HTTP
 line (server/request_log.py), its request id comes back as trailing metadata `x-request-id`, and an error's details
-end with that id, so the id a client saw finds its line in one grep.
+end with that id, so the id a client saw finds its line in one grep. ModelReady/ModelMetadata on a numbered version
+check the store and load nothing, as the HTTP routes do (tests/unit/test_version_lookups.py).
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ TOKEN = "s3cret"
 
 @pytest.fixture
 def grpc_server(standin_home: Path) -> Iterator[tuple[GrpcServer, list[str]]]:
-    """Versions 1 to 5 in the store, 5 served; `loads` names each version folder the loader was given."""
+    """Versions 1 to 5 in the store, 5 served, 4 fails to load; `loads` names each folder the loader was given."""
     loads: list[str] = []
 
     def loader(backend: str, folder: Path, threads: int) -> Any:
         loads.append(Path(folder).name)
+        if Path(folder).name == "4":
+            raise ValueError("version 4 is a broken model")
         return standin_loader(backend, folder, threads)
 
     for version in (3, 4, 5):
@@ -146,3 +149,27 @@ def test_the_line_renders_in_both_log_formats(channel, caplog) -> None:
     assert (line["request_id"], line["status"], line["images"], line["protocol"]) == ("fmt-1", "OK", 1, "grpc")
     assert "request_id=fmt-1 " in logs.TextFormatter().format(record)
 
+
+def test_version_metadata_and_ready_load_nothing(grpc_server, channel) -> None:
+    _server, loads = grpc_server
+    before = list(loads)
+    for version in ("1", "2", "3", "4"):
+        assert call(channel, "ModelReady", pb.ModelReadyRequest(name="mnist", version=version))[0].ready
+        metadata, _ = call(channel, "ModelMetadata", pb.ModelMetadataRequest(name="mnist", version=version))
+        assert metadata.versions == ["1", "2", "3", "4", "5"]
+    assert loads == before, f"metadata/ready calls loaded versions {loads[len(before):]}"
+    for method, request in (("ModelReady", pb.ModelReadyRequest(name="mnist", version="9")),
+                            ("ModelMetadata", pb.ModelMetadataRequest(name="mnist", version="9"))):
+        with pytest.raises(grpc.RpcError) as raised:
+            call(channel, method, request)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "version 9 not found" in raised.value.details()
+    call(channel, "ModelInfer", infer_request(2, model_version="3"))
+    assert loads[len(before):] == ["3"]  # inference on a version is what loads it
+
+
+def test_a_version_that_failed_to_load_is_not_ready(channel) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        call(channel, "ModelInfer", infer_request(2, model_version="4"))
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert not call(channel, "ModelReady", pb.ModelReadyRequest(name="mnist", version="4"))[0].ready
+    assert call(channel, "ModelReady", pb.ModelReadyRequest(name="mnist", version="3"))[0].ready
