@@ -19,6 +19,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import ROOT, TMP
 
@@ -113,6 +114,21 @@ def main() -> None:
     app.extensions["mnist"].manager.stop()
     print(f"written {(TMP / 'observability.json').relative_to(ROOT)}")
     print(json.dumps(result), flush=True)  # last line: the JSON bench.run reads
+
+
+def section(figures: dict[str, Any]) -> list[str]:
+    """bench/results.md's lines for this part: each variant's median, its rounds, and its cost over the first."""
+    variants = [name for name, value in figures.items() if isinstance(value, dict) and "median_us" in value]
+    base = figures[variants[0]]["median_us"]
+    rows = [f"| {name} | {figures[name]['median_us']} | {figures[name]['median_us'] - base:+.1f} |"
+            f" {', '.join(str(value) for value in figures[name]['rounds_us'])} |" for name in variants]
+    return ["", "## Request log and tracing cost", "",
+            f"CPU microseconds per batch-1 v2 infer, in process over the real ONNX model"
+            f" ({figures['requests_per_round']} requests a round, rounds rotating the order, measured"
+            f" {figures['measured']}); `python -m bench.run --only observability`, docs/operating.md.", "",
+            "| variant | median (us CPU) | added over the first row (us) | each round (us) |",
+            "| --- | --- | --- | --- |",
+            *rows]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.common import ROOT, TMP, load_average, machine, read_part, run_json, versions
 from bench.http_bench import EARLIER_LAYOUT, server_layout
+from bench.observability_bench import section as observability_section
 from bench.recipes_bench import section as recipes_section
 from bench.store_bench import section as store_section
 from server.backends import RUN_SLICE
@@ -503,6 +504,8 @@ def write_report(epochs: int) -> dict[str, Any]:
         lines += store_section(parts["store"])
     if parts["recipes"]:
         lines += recipes_section(parts["recipes"])
+    if parts["observability"]:
+        lines += observability_section(parts["observability"])
     lines += targets_section(parts["training"], parts["http"])
     RESULTS_MD.write_text("\n".join(lines))
     return results
