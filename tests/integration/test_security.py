@@ -134,9 +134,18 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
+def resolved(services: dict, name: str) -> dict:
+    """A service with what it `extends` filled in (the grpc service extends the server's build and user)."""
+    spec = services[name]
+    base = spec.get("extends", {}).get("service")
+    return {**resolved(services, base), **spec} if base else spec
+
+
 def test_both_images_run_as_a_non_root_user() -> None:
     stages = dockerfile_stages()
-    for service, spec in compose()["services"].items():
+    services = compose()["services"]
+    for service in services:
+        spec = resolved(services, service)
         target = spec["build"]["target"]
         users = [argument for instruction, argument in stages[target] if instruction == "USER"]
         assert users, f"stage {target!r} ({service}) never sets USER: it would run as root"
