@@ -4,9 +4,9 @@ variables the SDK reads: headers, timeout, service name, resource attributes, sa
 
 Spans are sent over OTLP/HTTP (protobuf) by the SDK's batch processor, from a thread of each worker.
 Off, `span()` is a constant null context and nothing of the SDK is imported, so the request path pays one
-flag check per span (measured by `python -m bench.run --only observability`). One request gives a server span (the request
-log's middleware starts it, continuing an incoming W3C `traceparent`) with child spans for the body read,
-decode, queue/batch or model run, and encode, carrying the model version and batch size.
+flag check per span (measured by `python -m bench.run --only observability`). One request gives a server
+span (the request log's middleware starts it, continuing an incoming W3C `traceparent`) with child spans for
+the body read, decode, queue/batch or model run, and encode, carrying the model version and batch size.
 """
 
 from __future__ import annotations
