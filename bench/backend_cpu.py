@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT
+from bench.common import ROOT, bench_mnist
 
 CHILD = """
 import json, sys, time
@@ -67,13 +67,14 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--mnist", type=Path, default=ROOT.parent / "shared" / "data" / "mnist.npz")
+    parser.add_argument("--mnist", type=Path, default=None, help="default: MNIST_NPZ, else the Keras file (cached)")
     args = parser.parse_args()
+    mnist = args.mnist or bench_mnist()[0]
     for round_ in range(1, args.rounds + 1):
         with tempfile.TemporaryDirectory() as cache:
             for name, label in (("tensorflow", "tensorflow"), ("jax", "jax, cold cache"), ("jax", "jax, warm cache")):
                 started = time.perf_counter()
-                figures = one(name, args.images, args.epochs, Path(cache), args.mnist)
+                figures = one(name, args.images, args.epochs, Path(cache), mnist)
                 print(f"round {round_} {label}: wall s/epoch {figures['wall']}, CPU s/epoch {figures['cpu']},"
                       f" val_accuracy {figures['val_accuracy']:.4f}, process {time.perf_counter() - started:.1f} s",
                       flush=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import SHARED_MNIST, load_average, median, write_part
+from bench.common import bench_mnist, load_average, median, write_part
 from bench.http_bench import server_layout
 from bench.peers_bench import BENCH_HOME, COMPOSE_SERVER_ENV, V2_INFER, Running, Spec, free_port, write_bodies, wrk
 
@@ -61,7 +61,7 @@ def one_run(settings: dict[str, str], bodies: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         bodies = write_bodies(archive["x_test"][:256])
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for round_number in range(ROUNDS):

@@ -7,6 +7,7 @@ writes `bench/tmp/<part>.json`, and `bench/run.py` merges those into `bench/resu
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -21,11 +22,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shared import dataset
+from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL
+
 ROOT = Path(__file__).resolve().parent.parent
 TMP = ROOT / "bench" / "tmp"  # git-ignored scratch: model store, bodies, per-part results
 BENCH_HOME = TMP / "home"  # MNIST_HOME for the benchmark's own trained model and dataset cache
-SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-SHARED_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
+
+
+@functools.cache
+def bench_mnist() -> tuple[Path, str]:
+    """The benchmark's mnist.npz and its SHA-256, got as the test suite gets it: the file MNIST_NPZ names, else
+    MNIST_URL (default the Keras URL, MNIST_SHA256 checked) downloaded once into ~/.cache/mnist-stack."""
+    if local := os.environ.get("MNIST_NPZ"):
+        path = Path(local).expanduser().resolve()
+        return path, dataset.sha256_of(path)
+    expected = os.environ.get("MNIST_SHA256") or KERAS_MNIST_SHA256
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-stack" / "mnist.npz"
+    return dataset.fetch(os.environ.get("MNIST_URL") or KERAS_MNIST_URL, expected, cache), expected
 
 
 def median(values: Sequence[float]) -> float:

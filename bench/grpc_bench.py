@@ -29,7 +29,7 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.common import BENCH_HOME, ROOT, SHARED_MNIST, TMP, write_part
+from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, write_part
 from bench.http_bench import free_port
 from server.protocols import v2_grpc_messages as pb
 
@@ -118,7 +118,7 @@ def check_answer(address: str, images: np.ndarray) -> None:
 
 def main() -> dict[str, Any]:
     home = Path(os.environ.get("BENCH_GRPC_HOME", BENCH_HOME))
-    with np.load(SHARED_MNIST) as mnist:
+    with np.load(bench_mnist()[0]) as mnist:
         digits = mnist["x_test"][:256]
     bodies = {1: request(digits[:1]).SerializeToString(), 256: request(digits).SerializeToString()}
     results: dict[str, Any] = {}

@@ -35,8 +35,8 @@ import numpy as np
 from bench.common import (
     BENCH_HOME,
     ROOT,
-    SHARED_MNIST,
     TMP,
+    bench_mnist,
     children_of,
     load_average,
     py_spy,
@@ -89,7 +89,7 @@ def write_bodies() -> dict[str, Path]:
     A v2 binary body's JSON length (its Inference-Header-Content-Length) is in the file's name."""
     folder = TMP / "bodies"
     folder.mkdir(parents=True, exist_ok=True)
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         x_test = archive["x_test"]
     bodies = {}
     for size in BATCHES:
@@ -195,7 +195,7 @@ def in_process_limit() -> dict[str, float]:
     from shared.preprocess import scale_pixels
 
     store = ModelStore(BENCH_HOME / "mnist")
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         batch = scale_pixels(archive["x_test"][:256])
     return {name: round(256 / float(np.median(time_calls(run, batch))), 1)
             for name, run in onnx_runners(store.version_dir(store.latest()) / ONNX_FILE).items()}
@@ -315,7 +315,7 @@ def in_process_cpu_ms_per_image(calls: int = 20) -> float:
     from shared.preprocess import scale_pixels
 
     store = ModelStore(BENCH_HOME / "mnist")
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         pixels = archive["x_test"][:256].astype(np.float32)
     run = onnx_runners(store.version_dir(store.latest()) / ONNX_FILE)["onnxruntime (server, 1 thread)"]
     run(scale_pixels(pixels))
@@ -396,7 +396,7 @@ def through_the_app(rounds: int = 5, calls: int = 20) -> dict[str, Any]:
     requests = {fmt: (PATHS[fmt], bodies[f"{fmt}-256"].read_bytes(),
                       {"Content-Type": CONTENT_TYPES[fmt], **extra_headers(fmt, bodies[f"{fmt}-256"])})
                 for fmt in CONTENT_TYPES}
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         pixels = archive["x_test"][:256].astype(np.float32)
 
     def cpu_ms(call: Any) -> float:

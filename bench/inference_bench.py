@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_HOME, SHARED_MNIST, TMP, load_average, median, write_part
+from bench.common import BENCH_HOME, TMP, bench_mnist, load_average, median, write_part
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -107,7 +107,7 @@ def main() -> dict[str, Any]:
 
     store = ModelStore(BENCH_HOME / "mnist")
     version_dir = store.version_dir(store.latest())
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         x_test = scale_pixels(archive["x_test"])
     runners = {
         **keras_runners(version_dir / KERAS_FILE),

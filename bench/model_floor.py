@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, SHARED_MNIST, load_average, write_part
+from bench.common import ROOT, bench_mnist, load_average, write_part
 from bench.http_bench import COMPOSE_SERVER_ENV
 from bench.peers_bench import model_path
 from server.backends import RUN_SLICE, OnnxModel
@@ -44,7 +44,7 @@ START_DELAY_SECONDS = 3.0  # children load their session, then start together at
 
 def batch() -> np.ndarray:
     """256 test digits as the model takes them, (N, 28, 28, 1) float32 in 0..1."""
-    images = np.load(SHARED_MNIST)["x_test"][:BATCH]
+    images = np.load(bench_mnist()[0])["x_test"][:BATCH]
     return (images.astype(np.float32) / 255.0).reshape(BATCH, 28, 28, 1)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import BENCH_HOME, ROOT, SHARED_MNIST, TMP, load_average, median, write_part
+from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, median, write_part
 from bench.http_bench import COMPOSE_SERVER_ENV, LUA, free_port
 
 PEERS_DIR = ROOT / "bench" / "peers"
@@ -356,7 +356,7 @@ def reference(model: Path, images: np.ndarray) -> np.ndarray:
 def prepare() -> tuple[Path, dict[str, Body], np.ndarray]:
     """The model, the bodies of every case, and in-process ONNX Runtime's answers to check servers against."""
     model = model_path()
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         x_test = archive["x_test"][:256]
     return model, write_bodies(x_test), reference(model, x_test)
 

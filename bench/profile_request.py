@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from bench.common import ROOT, SHARED_MNIST, children_of, py_spy
+from bench.common import ROOT, bench_mnist, children_of, py_spy
 from bench.peers_bench import BENCH_HOME, COMPOSE_SERVER_ENV, Running, Spec, free_port, write_bodies, wrk
 
 SECONDS = 10
@@ -43,7 +43,7 @@ def main() -> None:
     spy = py_spy()
     if spy is None:
         raise SystemExit("py-spy not found (requirements/bench.txt)")
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         body = write_bodies(archive["x_test"][:256])["json-1"]
     port = free_port()
     env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "BIND_HOST": "127.0.0.1", "PORT": str(port)}

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, SHARED_MNIST, TMP, load_average, median, run_json, write_part
+from bench.common import ROOT, TMP, bench_mnist, load_average, median, run_json, write_part
 
 TARGET_ACCURACY = 0.995
 # Every finished run is appended here too: a long comparison cut short keeps what it measured.
@@ -58,7 +58,7 @@ def one(recipe: str, seed: int, epochs: int) -> dict[str, Any]:
 
     defaults = Config()
     numerics = precision.resolve(defaults.precision)
-    data = dataset.load(Path(os.environ.get("MNIST_NPZ", SHARED_MNIST)))
+    data = dataset.load(bench_mnist()[0])
     cpu_started = time.process_time()  # every thread of this process: what other load disturbs least
     with StepTraces() as traces:
         recipe_args = {} if recipe == "before" else {"recipe": recipe}

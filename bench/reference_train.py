@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from bench.common import SHARED_MNIST, peak_rss_mib
+from bench.common import bench_mnist, peak_rss_mib
 from bench.epoch_clock import EpochClock
 
 batch_size = 128
@@ -27,7 +27,7 @@ epochs = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 img_rows, img_cols = 28, 28
 
 # the data, split between train and test sets
-with np.load(SHARED_MNIST) as f:
+with np.load(bench_mnist()[0]) as f:
     x_train, y_train = f["x_train"], f["y_train"]
     x_test, y_test = f["x_test"], f["y_test"]
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from bench.common import (
     BENCH_HOME,
-    SHARED_MNIST,
-    SHARED_MNIST_SHA256,
+    bench_mnist,
     load_average,
     median,
     peak_rss_mib,
@@ -55,8 +54,9 @@ def ours(epochs: int) -> dict[str, Any]:
     # cli.run imports train() when it is called, so it picks up the timed wrapper.
     trainer.train.train = timed_train
     keras.Model.fit = clocked_fit
+    mnist, mnist_sha256 = bench_mnist()
     config = Config.from_env(
-        home=BENCH_HOME, dataset_url=str(SHARED_MNIST), dataset_sha256=SHARED_MNIST_SHA256, epochs=epochs,
+        home=BENCH_HOME, dataset_url=str(mnist), dataset_sha256=mnist_sha256, epochs=epochs,
         min_accuracy=0.0,  # the benchmark reports accuracy; it does not gate on it
     )
     cli.run(config)

@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from bench.common import ROOT, SHARED_MNIST, load_average, median, read_part, run_json, write_part
+from bench.common import ROOT, bench_mnist, load_average, median, read_part, run_json, write_part
 
 SUBSET = 12800
 EPOCHS = 2
@@ -61,7 +61,7 @@ def child(variant: str) -> dict[str, Any]:
     from shared.preprocess import scale_pixels
     from trainer.model import build_model
 
-    with np.load(SHARED_MNIST) as archive:
+    with np.load(bench_mnist()[0]) as archive:
         x_train, y_train = archive["x_train"][:SUBSET], archive["y_train"][:SUBSET]
         x_test, y_test = archive["x_test"], archive["y_test"]
     keras.utils.set_random_seed(1337)

@@ -3,8 +3,8 @@ port, `make retrain` under traffic, `make rollback`, a second `up` on the popula
 `docker compose down -v` leaving nothing behind.
 
 Skipped (with the reason) only when no Docker engine answers `docker info`; CI's `.ci/run` starts
-one with ../shared/ci/docker-engine.sh. Containers have no internet, so docker-compose.test.yml
-bind-mounts ../shared/data/mnist.npz into the trainer and trains a short run on a slice.
+one where the CI machine provides it. Containers have no internet, so docker-compose.test.yml
+bind-mounts the suite's mnist.npz (conftest's SHARED_MNIST) into the trainer and trains a short run on a slice.
 The measured times go to test-artifacts/compose-timings.json.
 """
 
