@@ -50,7 +50,7 @@ def docker_unavailable() -> str | None:
         return f"no Docker engine: `docker info` failed ({error})"
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"no Docker engine answers `docker info` ({last}); CI starts one with ../shared/ci/docker-engine.sh"
+        return f"no Docker engine answers `docker info` ({last}); .ci/run starts one where CI allows"
     return None
 
 
