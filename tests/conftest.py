@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from helpers import eventually
 
 from shared import dataset
 from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL
@@ -205,17 +205,16 @@ class LiveServer:
         )
 
     def wait_ready(self, path: str = "/readyz", timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Until `path` answers 200; fails at once with the log if gunicorn exits, or after `timeout` s."""
+        def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.url + path, timeout=2).status_code == 200:
-                    return
+                return requests.get(self.url + path, timeout=2).status_code == 200
             except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or accepted by the kernel while the worker still loads
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+                return False  # not listening yet, or accepted by the kernel while the worker still loads
+
+        eventually(answers, f"200 from {self.url}{path}", timeout, interval=0.2, detail=self.log)
 
     def log(self) -> str:
         self._log.flush()
@@ -233,11 +232,13 @@ class LiveServer:
         return self.process.returncode
 
 
-def assert_json_error(response: requests.Response, status: int, *fragments: str) -> dict:
-    """The server's error contract: the given 4xx/5xx status, JSON `{"error": "..."}` naming what was wrong."""
-    assert response.status_code == status, f"{response.status_code} != {status}: {response.text[:300]}"
+def assert_json_error(response: Any, status: int, *fragments: str) -> dict:
+    """The server's error contract: the given 4xx/5xx status, JSON `{"error": "..."}` naming what was wrong.
+    `response` is a `requests` response or a Flask test client's."""
+    text = response.get_data(as_text=True) if hasattr(response, "get_data") else response.text
+    assert response.status_code == status, f"{response.status_code} != {status}: {text[:300]}"
     assert response.headers["Content-Type"].startswith("application/json"), response.headers["Content-Type"]
-    body = response.json()
+    body = json.loads(text)
     assert isinstance(body.get("error"), str) and body["error"], body
     for fragment in fragments:
         assert fragment.lower() in body["error"].lower(), f"{fragment!r} not in {body['error']!r}"
@@ -289,6 +290,11 @@ def standin_digit(label: int) -> np.ndarray:
     image = np.zeros((28, 28), np.uint8)
     image.ravel()[:label] = 255
     return image
+
+
+def standin_digits(*labels: int) -> np.ndarray:
+    """(len(labels), 28, 28) uint8: one `standin_digit` per label."""
+    return np.stack([standin_digit(label) for label in labels])
 
 
 def standin_loader(_backend: str, _folder: Path, _threads: int) -> StandInModel:

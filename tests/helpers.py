@@ -5,16 +5,19 @@ Kept here once so that no test module carries its own copy: polling, request bod
 
 from __future__ import annotations
 
+import base64
 import io
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+from PIL import Image
 
 from shared.dataset import Mnist
+from shared.preprocess import mnist_to_png
 
 T = TypeVar("T")
 
@@ -22,22 +25,36 @@ V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def eventually(condition: Callable[[], T], what: str = "condition", timeout: float = 30,
-               interval: float = 0.1) -> float:
+               interval: float = 0.1, detail: Callable[[], str] | None = None) -> float:
     """Poll `condition` until it returns something true; the seconds it took. An AssertionError naming `what`
-    after `timeout` s. Exceptions of `condition` propagate: catch expected ones inside it."""
+    (and `detail()`, e.g. a process's log) after `timeout` s. Exceptions of `condition` propagate: catch expected
+    ones inside it, raise from it to stop waiting early (a process that exited will never become ready)."""
     started = time.monotonic()
     while not condition():
         elapsed = time.monotonic() - started
-        assert elapsed < timeout, f"no {what} after {timeout} s"
+        if elapsed >= timeout:
+            raise AssertionError(f"no {what} after {timeout} s" + (f":\n{detail()}" if detail else ""))
         time.sleep(interval)
     return time.monotonic() - started
 
 
-def npy(array: np.ndarray) -> bytes:
+def npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
     """`array` as the bytes of a .npy file (what `Content-Type: application/x-npy` bodies carry)."""
     buffer = io.BytesIO()
-    np.save(buffer, array)
+    np.save(buffer, array, allow_pickle=allow_pickle)
     return buffer.getvalue()
+
+
+def encoded(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    """`image` saved as `image_format` ("PNG", "JPEG", ...) with Pillow's `options`, as bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def png_b64(image: np.ndarray, scale: int = 3) -> str:
+    """A 28x28 uint8 digit as base64 PNG text, upscaled `scale` times (what JSON bodies carry as `b64`)."""
+    return base64.b64encode(mnist_to_png(image, scale)).decode()
 
 
 def v2_binary(images: np.ndarray, binary_out: bool = True, request_id: str = "b1") -> tuple[bytes, dict[str, str]]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256
+from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256, free_port
 
 from shared import dataset
 from shared.dataset import DatasetError
@@ -31,13 +30,6 @@ def assert_cache_dir_empty(cache: Path) -> None:
     """No verified file, no partial file and no private `.download-*` folder was left behind."""
     leftovers = sorted(p.name for p in cache.parent.iterdir()) if cache.parent.exists() else []
     assert leftovers == []
-
-
-def closed_port() -> int:
-    # Bound then closed: nothing listens there, so a connection is refused at once.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_download_verifies_and_caches_the_real_mnist(mnist_http, tmp_path):
@@ -127,7 +119,7 @@ def test_a_download_killed_long_ago_is_cleaned_up_but_a_live_one_is_not(mnist_ht
 
 def test_server_down_is_a_clear_error(tmp_path):
     cache = cache_file(tmp_path)
-    url = f"http://127.0.0.1:{closed_port()}/mnist.npz"
+    url = f"http://127.0.0.1:{free_port()}/mnist.npz"  # bound then closed: nothing listens, refused at once
     with pytest.raises(DatasetError) as caught:
         dataset.fetch(url, SHARED_MNIST_SHA256, cache)
     message = str(caught.value)

@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
+from conftest import standin_digits, standin_loader
 
 from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_server import GrpcServer
 from shared import logs
 from shared.config import Config
-from tests.conftest import standin_digit, standin_loader
 
 TOKEN = "s3cret"
 
@@ -72,7 +71,7 @@ def call(channel: grpc.Channel, method: str, request: Any, metadata: list[tuple[
 
 
 def infer_request(*labels: int, **fields: Any) -> Any:
-    images = np.stack([standin_digit(label) for label in labels])
+    images = standin_digits(*labels)
     request = pb.ModelInferRequest(model_name="mnist", **fields)
     request.inputs.add(name="pixels", datatype="UINT8", shape=images.shape)
     request.raw_input_contents.append(images.tobytes())

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from conftest import ROOT, standin_digit, standin_loader
+from conftest import standin_digits as digits
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -23,7 +25,6 @@ from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_server import GrpcServer
 from shared.config import Config
 from shared.preprocess import mnist_to_png
-from tests.conftest import ROOT, standin_digit, standin_loader
 
 TOKEN = "s3cret"
 MAX_BODY = 64 * 1024
@@ -73,10 +74,6 @@ def raw_request(images: np.ndarray, datatype: str = "UINT8", dtype: str = "u1", 
     request.inputs.add(name="pixels", datatype=datatype, shape=images.shape)
     request.raw_input_contents.append(np.ascontiguousarray(images, dtype=dtype).tobytes())
     return request
-
-
-def digits(*labels: int) -> np.ndarray:
-    return np.stack([standin_digit(label) for label in labels])
 
 
 def labels_of(response: Any) -> list[int]:

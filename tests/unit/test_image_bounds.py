@@ -5,11 +5,12 @@ are traced; Pillow's own buffers are bounded by the pixel limit), never with wal
 from __future__ import annotations
 
 import base64
-import io
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from conftest import assert_json_error
+from helpers import encoded
 from PIL import Image
 
 from shared.preprocess import MAX_IMAGE_PIXELS, image_to_mnist
@@ -18,18 +19,12 @@ BOMB = (Path(__file__).parent / "data" / "blank-4096x4096-rgba-lossless.webp").r
 MIB = 2**20
 
 
-def _encode(image: Image.Image, image_format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
 def _photo(size: tuple[int, int], image_format: str = "JPEG") -> bytes:
     """A dark digit-like stroke on light grey paper, `size` pixels (a phone photo of a written digit)."""
     page = Image.new("RGB", size, (200, 200, 195))
     stroke = Image.new("RGB", (size[0] // 12, size[1] // 3), (30, 30, 30))
     page.paste(stroke, (size[0] // 2, size[1] // 3))
-    return _encode(page, image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    return encoded(page, image_format, **({"quality": 90} if image_format == "JPEG" else {}))
 
 
 def _peak_mib(data: bytes) -> tuple[np.ndarray, float]:
@@ -49,9 +44,7 @@ def test_a_tiny_webp_declaring_4096x4096_rgba_is_refused_naming_the_limit(client
     assert len(BOMB) < 1024
     image = base64.b64encode(BOMB).decode()
     response = client.post("/predict", json={"instances": [{"b64": image}]})
-    assert response.status_code == 400, response.data
-    message = response.get_json()["error"]
-    assert "4096x4096" in message and f"at most {MAX_IMAGE_PIXELS} pixels" in message
+    assert_json_error(response, 400, "4096x4096", f"at most {MAX_IMAGE_PIXELS} pixels")
 
 
 def test_a_large_png_decodes_without_full_size_copies():
@@ -71,7 +64,7 @@ def test_a_12_megapixel_jpeg_photo_is_accepted_and_decoded_small():
 def test_a_transparent_canvas_export_is_flattened_without_float64_copies():
     rgba = np.zeros((2048, 2048, 4), np.uint8)
     rgba[600:1400, 900:1100, 3] = 255  # black ink, transparent elsewhere
-    result, peak = _peak_mib(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    result, peak = _peak_mib(encoded(Image.fromarray(rgba, "RGBA"), "PNG"))
     assert result.max() == 255
     assert peak < 8, f"{peak:.1f} MiB traced for one 2048x2048 RGBA PNG (a float64 copy alone is 32 MiB)"
 
@@ -79,7 +72,7 @@ def test_a_transparent_canvas_export_is_flattened_without_float64_copies():
 def test_a_request_past_the_decoded_bytes_budget_is_refused(client):
     from shared.preprocess import MAX_REQUEST_DECODED_BYTES
 
-    big = _encode(Image.new("RGBA", (2048, 2048), (255, 255, 255, 255)), "PNG")  # 16 MiB decoded, 16 KB sent
+    big = encoded(Image.new("RGBA", (2048, 2048), (255, 255, 255, 255)), "PNG")  # 16 MiB decoded, 16 KB sent
     count = MAX_REQUEST_DECODED_BYTES // (2048 * 2048 * 4) + 1
     image = base64.b64encode(big).decode()
     response = client.post("/predict", json={"instances": [{"b64": image}] * count})

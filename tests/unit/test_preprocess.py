@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 from conftest import SHARED_MNIST
+from helpers import encoded
 from PIL import Image
 
 from shared.preprocess import MAX_IMAGE_PIXELS, ImageError, image_to_mnist, mnist_to_png, scale_pixels
@@ -32,45 +33,39 @@ def on_paper(digit: np.ndarray) -> Image.Image:
     return page
 
 
-def encode(image: Image.Image, image_format: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
-
-
 def as_png(digit: np.ndarray) -> bytes:
-    return encode(on_paper(digit), "PNG")
+    return encoded(on_paper(digit), "PNG")
 
 
 def as_jpeg(digit: np.ndarray) -> bytes:
-    return encode(on_paper(digit).convert("RGB"), "JPEG", quality=85)
+    return encoded(on_paper(digit).convert("RGB"), "JPEG", quality=85)
 
 
 def as_transparent_png(digit: np.ndarray) -> bytes:
     # A canvas export: black ink whose alpha is the ink, fully transparent elsewhere.
     rgba = np.zeros((CANVAS[1], CANVAS[0], 4), np.uint8)
     rgba[..., 3] = 255 - np.asarray(on_paper(digit))
-    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    return encoded(Image.fromarray(rgba, "RGBA"), "PNG")
 
 
 def as_white_ink_transparent_png(digit: np.ndarray) -> bytes:
     # A canvas export with white strokes: white ink whose alpha is the ink, fully transparent elsewhere.
     rgba = np.full((CANVAS[1], CANVAS[0], 4), 255, np.uint8)
     rgba[..., 3] = 255 - np.asarray(on_paper(digit))
-    return encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    return encoded(Image.fromarray(rgba, "RGBA"), "PNG")
 
 
 def as_grey_paper_photo(digit: np.ndarray) -> bytes:
     # Faint grey pencil (60 below the paper) on mid-grey paper: low contrast, no pure white or black.
     page = np.asarray(on_paper(digit), dtype=np.float32)
-    return encode(Image.fromarray((100 + page * 60 / 255).astype(np.uint8)), "JPEG", quality=90)
+    return encoded(Image.fromarray((100 + page * 60 / 255).astype(np.uint8)), "JPEG", quality=90)
 
 
 def as_sideways_photo(digit: np.ndarray) -> bytes:
     # Stored rotated a quarter turn, with the EXIF orientation tag (6) that tells viewers to turn it back.
     exif = Image.Exif()
     exif[0x0112] = 6
-    return encode(on_paper(digit).transpose(Image.Transpose.ROTATE_90).convert("RGB"), "JPEG", exif=exif)
+    return encoded(on_paper(digit).transpose(Image.Transpose.ROTATE_90).convert("RGB"), "JPEG", exif=exif)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -103,7 +98,7 @@ def test_light_ink_on_dark_is_not_inverted(test_digits):
 
 @pytest.mark.parametrize("colour", [0, 255, 128])
 def test_a_blank_image_gives_zeros(colour):
-    blank = encode(Image.new("L", (200, 100), colour), "PNG")
+    blank = encoded(Image.new("L", (200, 100), colour), "PNG")
     assert not image_to_mnist(blank).any()
 
 
@@ -123,7 +118,7 @@ def test_scale_pixels_is_the_models_input_convention(test_digits):
 
 def png_declaring(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height (a decompression bomb's calling card)."""
-    png = bytearray(encode(Image.new("L", (1, 1)), "PNG"))
+    png = bytearray(encoded(Image.new("L", (1, 1)), "PNG"))
     ihdr_data = 16  # 8-byte signature, 4-byte length, b"IHDR"
     png[ihdr_data: ihdr_data + 8] = struct.pack(">II", width, height)
     png[ihdr_data + 13: ihdr_data + 17] = struct.pack(">I", zlib.crc32(bytes(png[ihdr_data - 4: ihdr_data + 13])))

@@ -10,9 +10,8 @@ import json
 import logging
 import re
 
-import numpy as np
 import pytest
-from conftest import standin_digit
+from conftest import standin_digits
 
 from server.pipeline import url_rules
 from server.request_log import UNMATCHED
@@ -76,7 +75,7 @@ def test_unknown_paths_share_one_label_and_errors_carry_the_id(client, caplog) -
 
 def test_inference_lines_name_the_model_version_images_and_protocol(client, caplog) -> None:
     caplog.set_level(logging.INFO, logger="server.requests")
-    images = np.stack([standin_digit(label) for label in (3, 1, 4)])
+    images = standin_digits(3, 1, 4)
     body = json.dumps({"inputs": [{"name": "images", "shape": list(images.shape), "datatype": "FP32",
                                    "data": images.ravel().tolist()}]}).encode()
     response = client.post("/v2/models/mnist/versions/1/infer", data=body, content_type="application/json",

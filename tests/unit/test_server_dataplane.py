@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import StandInModel, standin_digit
+from conftest import StandInModel, standin_digits
 from prometheus_client import REGISTRY
 
 from server.dataplane import DataPlane
@@ -43,7 +43,7 @@ def plane_over(home: Path, model: StandInModel, max_batch: int = 8) -> DataPlane
 
 
 def pixels(*labels: int) -> np.ndarray:
-    return np.stack([standin_digit(label) for label in labels]).astype(np.float32)
+    return standin_digits(*labels).astype(np.float32)
 
 
 def batch_count() -> float:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import SHARED_MNIST, standin_digit, standin_loader
+from conftest import SHARED_MNIST, assert_json_error, standin_digit, standin_digits, standin_loader
+from helpers import encoded, npy, v2_binary
 from PIL import Image
 
 from server.app import create_app
@@ -25,25 +26,8 @@ from server.protocols import v2
 from shared.config import Config
 from shared.preprocess import mnist_to_png
 
-DIGITS = np.stack([standin_digit(label) for label in (3, 1, 4, 1, 5)])
+DIGITS = standin_digits(3, 1, 4, 1, 5)
 LABELS = [3, 1, 4, 1, 5]
-
-
-def assert_error(response, status: int, *fragments: str) -> dict:
-    assert response.status_code == status, (response.status_code, response.data[:300])
-    assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert isinstance(body["error"], str) and body["error"]
-    for fragment in fragments:
-        assert fragment.lower() in body["error"].lower(), body["error"]
-    return body
-
-
-def v2_binary(images: np.ndarray, binary_out: bool = True) -> tuple[bytes, dict[str, str]]:
-    header = orjson.dumps({"id": "b1", "inputs": [{"name": "pixels", "shape": list(images.shape), "datatype": "UINT8",
-                                                   "parameters": {"binary_data_size": images.nbytes}}],
-                           "parameters": {"binary_data_output": binary_out}})
-    return header + images.tobytes(), {v2.HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"}
 
 
 # -- ops ----------------------------------------------------------------------------------------------
@@ -59,12 +43,12 @@ def test_health_readiness_and_models(client) -> None:
 
 
 def test_unknown_routes_and_methods_answer_json(client) -> None:
-    assert_error(client.get("/nope"), 404)
+    assert_json_error(client.get("/nope"), 404)
     response = client.get("/predict")
-    assert_error(response, 405)
+    assert_json_error(response, 405)
     assert "POST" in response.headers["Allow"]
-    assert_error(client.get("/v1/models/other"), 404)
-    assert_error(client.get("/v2/models/mnist/versions/x"), 404)
+    assert_json_error(client.get("/v1/models/other"), 404)
+    assert_json_error(client.get("/v2/models/mnist/versions/x"), 404)
 
 
 def test_openapi_documents_every_route(app, client) -> None:
@@ -97,21 +81,19 @@ def test_openapi_documents_every_route(app, client) -> None:
 def test_predict_json_npy_and_multipart(client) -> None:
     answer = client.post("/predict", json={"instances": DIGITS.tolist()}).get_json()
     assert answer["model_version"] == 2 and [p["label"] for p in answer["predictions"]] == LABELS
-    buffer = io.BytesIO()
-    np.save(buffer, DIGITS)
-    npy = client.post("/predict", data=buffer.getvalue(), content_type="application/x-npy").get_json()
-    assert [p["label"] for p in npy["predictions"]] == LABELS
+    as_npy = client.post("/predict", data=npy(DIGITS), content_type="application/x-npy").get_json()
+    assert [p["label"] for p in as_npy["predictions"]] == LABELS
     files = {"a": (io.BytesIO(mnist_to_png(DIGITS[0])), "a.png")}
     assert client.post("/predict", data=files, content_type="multipart/form-data").status_code == 200
-    assert_error(client.post("/predict", data=b"1,2", content_type="text/csv"), 415, "Content-Type")
-    assert_error(client.post("/predict", data=b"{nope", content_type="application/json"), 400, "JSON")
+    assert_json_error(client.post("/predict", data=b"1,2", content_type="text/csv"), 415, "Content-Type")
+    assert_json_error(client.post("/predict", data=b"{nope", content_type="application/json"), 400, "JSON")
 
 
 def test_tfserving_routes(client) -> None:
     available = {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     assert client.get("/v1/models/mnist").get_json() == {"model_version_status": [available]}
     assert client.get("/v1/models/mnist/versions/1").get_json()["model_version_status"][0]["version"] == "1"
-    assert_error(client.get("/v1/models/mnist/versions/7"), 404, "version 7")
+    assert_json_error(client.get("/v1/models/mnist/versions/7"), 404, "version 7")
     assert client.get("/v1/models/mnist/versions/1/metadata").get_json()["model_spec"]["version"] == "1"
     # `curl -d` (TF Serving's docs) sends a form Content-Type: the body is still JSON.
     rows = client.post("/v1/models/mnist:predict", data=json.dumps({"instances": DIGITS.tolist()}),
@@ -119,8 +101,8 @@ def test_tfserving_routes(client) -> None:
     assert np.argmax(rows, axis=1).tolist() == LABELS
     columnar = client.post("/v1/models/mnist/versions/1:predict", json={"inputs": DIGITS.tolist()}).get_json()
     assert np.argmax(columnar["outputs"], axis=1).tolist() == LABELS
-    assert_error(client.post("/v1/models/mnist/versions/42:predict", json={"instances": DIGITS.tolist()}), 404)
-    assert_error(client.post("/v1/models/mnist:predict", json={"signature_name": "x", "instances": [[0]]}), 404)
+    assert_json_error(client.post("/v1/models/mnist/versions/42:predict", json={"instances": DIGITS.tolist()}), 404)
+    assert_json_error(client.post("/v1/models/mnist:predict", json={"signature_name": "x", "instances": [[0]]}), 404)
 
 
 # -- Open Inference Protocol v2 ---------------------------------------------------------------------------
@@ -136,8 +118,8 @@ def test_v2_server_and_model_metadata_and_readiness(client) -> None:
         assert metadata["inputs"] == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 28, 28]}]
         assert client.get(prefix + "/ready").get_json() == {"name": "mnist", "ready": True}
     for path in ("/v2/models/mnist/versions/9", "/v2/models/mnist/versions/9/ready"):
-        assert_error(client.get(path), 404, "version 9")
-    assert_error(client.post("/v2/models/mnist/versions/9/infer", json={"inputs": []}), 400)
+        assert_json_error(client.get(path), 404, "version 9")
+    assert_json_error(client.post("/v2/models/mnist/versions/9/infer", json={"inputs": []}), 400)
 
 
 def test_v2_json_infer_on_the_served_and_a_numbered_version(client) -> None:
@@ -149,7 +131,7 @@ def test_v2_json_infer_on_the_served_and_a_numbered_version(client) -> None:
         probabilities, label = answer["outputs"]
         assert label["data"] == LABELS and probabilities["shape"] == [5, 10]
     request["inputs"][0]["shape"] = [5, 28, 28]
-    assert_error(client.post("/v2/models/mnist/versions/9/infer", json=request), 404, "version 9")
+    assert_json_error(client.post("/v2/models/mnist/versions/9/infer", json=request), 404, "version 9")
 
 
 def test_v2_binary_infer_in_and_out(client) -> None:
@@ -171,9 +153,7 @@ def test_v2_binary_infer_in_and_out(client) -> None:
 
 def test_v2_bytes_input_takes_png_photos(client) -> None:
     photo = Image.fromarray(255 - np.kron(standin_digit(9), np.ones((4, 4), np.uint8)))  # dark ink on white
-    buffer = io.BytesIO()
-    photo.save(buffer, format="PNG")
-    png = buffer.getvalue()
+    png = encoded(photo, "PNG")
     raw = len(png).to_bytes(4, "little") + png
     header = orjson.dumps({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
                                        "parameters": {"binary_data_size": len(raw)}}]})
@@ -184,9 +164,9 @@ def test_v2_bytes_input_takes_png_photos(client) -> None:
 
 def test_v2_malformed_binary_is_a_json_400(client) -> None:
     body, headers = v2_binary(DIGITS)
-    assert_error(client.post("/v2/models/mnist/infer", data=body), 400, v2.HEADER_LENGTH)
+    assert_json_error(client.post("/v2/models/mnist/infer", data=body), 400, v2.HEADER_LENGTH)
     headers[v2.HEADER_LENGTH] = str(len(body) + 5)
-    assert_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "has only")
+    assert_json_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "has only")
 
 
 def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, monkeypatch, caplog) -> None:
@@ -213,19 +193,20 @@ def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, 
     for path in ("/v2/models/mnist/infer", "/v2/models/mnist/versions/1/infer"):
         assert client.post(path, data=body, headers=headers).status_code == 200
         response = client.get(path)
-        assert_error(response, 405)
+        assert_json_error(response, 405)
         assert "POST" in response.headers["Allow"]
     assert contexts == [False, False]
     # One POST answered 200 per route; the latency histogram also timed the GET answered 405 on that route.
     assert counts() == [count + step for count, step in zip(before, (1, 2, 1, 2), strict=True)]
-    assert_error(client.post("/v2/models/mnist/versions/" + "9" * 500 + "/infer", data=body, headers=headers), 404)
+    assert_json_error(client.post("/v2/models/mnist/versions/" + "9" * 500 + "/infer", data=body, headers=headers), 404)
 
     def broken(_request):
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(plane, "infer", broken)
     with caplog.at_level(logging.ERROR):
-        assert_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 500, "internal server error")
+        assert_json_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 500,
+                          "internal server error")
     assert "a bug" not in client.post("/v2/models/mnist/infer", data=body, headers=headers).get_data(as_text=True)
     assert any(record.exc_info and "a bug" in record.getMessage() for record in caplog.records)
 
@@ -234,9 +215,9 @@ def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, 
 
 def test_batch_and_body_limits(client) -> None:
     too_many = np.zeros((65, 28, 28), np.uint8)
-    assert_error(client.post("/predict", json={"instances": too_many.tolist()}), 400, "at most 64")
+    assert_json_error(client.post("/predict", json={"instances": too_many.tolist()}), 400, "at most 64")
     body, headers = v2_binary(too_many)
-    assert_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "at most 64")
+    assert_json_error(client.post("/v2/models/mnist/infer", data=body, headers=headers), 400, "at most 64")
 
 
 def test_prediction_routes_need_the_token_when_set(standin_home: Path) -> None:
@@ -245,7 +226,7 @@ def test_prediction_routes_need_the_token_when_set(standin_home: Path) -> None:
     body, headers = v2_binary(DIGITS)
     for path in ("/v2/models/mnist/infer", "/v2/models/mnist/versions/1/infer"):
         response = client.post(path, data=body, headers=headers)
-        assert_error(response, 401, "bearer")
+        assert_json_error(response, 401, "bearer")
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         authorised = client.post(path, data=body, headers={**headers, "Authorization": "Bearer s3cret"})
         assert authorised.status_code == 200

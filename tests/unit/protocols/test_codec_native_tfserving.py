@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 
 import numpy as np
 import orjson
 import pytest
+from helpers import npy, png_b64
 
 from server.errors import ApiError, InputError, NotFound
 from server.protocols import native, tfserving
@@ -19,16 +19,6 @@ LIMIT = 64
 RNG = np.random.default_rng(3)
 IMAGES = RNG.integers(0, 256, (4, 28, 28), dtype=np.uint8)
 ZERO = [[0] * 28 for _ in range(28)]
-
-
-def npy(array: np.ndarray, allow_pickle: bool = False) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=allow_pickle)
-    return buffer.getvalue()
-
-
-def png_b64(image: np.ndarray) -> str:
-    return base64.b64encode(mnist_to_png(image, 3)).decode()
 
 
 def multipart(*files: tuple[str, str, bytes], boundary: str = "XyZ") -> tuple[bytes, str]:
