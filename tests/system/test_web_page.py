@@ -258,6 +258,9 @@ def test_a_test_digit_drawn_with_the_mouse_is_predicted_as_its_label(served, vis
     assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 0.02
     assert max(range(10), key=probabilities.__getitem__) == sample["label"]
     assert page.locator("#probabilities .bar.best").get_attribute("data-digit") == str(sample["label"])
+    # The answer names the version and the recipe that gave it (the quick model is the seed recipe's).
+    assert "(model version 1, seed recipe)" in page.inner_text("#result-detail")
+    assert page.get_attribute("#result", "data-recipe") == "seed"
     seen.screenshot("web-desktop.png")
 
     # Black ink on white: the pad is inverted, the server un-inverts it, the answer stands.
@@ -292,6 +295,7 @@ def test_model_card_shows_the_served_version_and_its_metadata(served, visit, tra
     assert page.inner_text("#header-version") == "1"
     assert page.inner_text("#fact-served-version").startswith("1")
     assert page.inner_text("#fact-test-accuracy") == f"{metadata['test_accuracy'] * 100:.1f}%"
+    assert page.inner_text("#fact-recipe") == metadata["recipe"] == "seed"
     # The confusion matrix is the metadata's, cell by cell.
     cells = page.eval_on_selector_all(
         "#confusion tbody tr",
@@ -372,8 +376,9 @@ def test_touch_drawing_on_a_phone_sized_screen(served, visit):
     seen.assert_clean()
 
 
-def publish_copy_of_version_1(home: Path) -> int:
-    """Publishes version 1's files again, as the trainer would publish a new model."""
+def publish_copy_of_version_1(home: Path, recipe: str) -> int:
+    """Publishes version 1's files again, as the trainer would publish a new model, its metadata
+    saying `recipe` made it."""
     store = ModelStore(home / MODEL_NAME)
     with store.staging() as staged:
         for item in store.version_dir(1).iterdir():
@@ -381,7 +386,7 @@ def publish_copy_of_version_1(home: Path) -> int:
 
         def stamp(folder: Path, version: int) -> None:
             metadata = json.loads((folder / METADATA_FILE).read_text())
-            metadata.update(version=version, created=datetime.now(UTC).isoformat(timespec="seconds"))
+            metadata.update(version=version, created=datetime.now(UTC).isoformat(timespec="seconds"), recipe=recipe)
             (folder / METADATA_FILE).write_text(json.dumps(metadata))
 
         return store.publish(staged, stamp)
@@ -393,13 +398,22 @@ def test_page_shows_a_newly_published_version(home_copy, start_server, visit):
     page = seen.page
     page.wait_for_selector("#versions tbody tr[data-version='1']")
     assert page.inner_text("#header-version") == "1"
-    assert publish_copy_of_version_1(home_copy) == 2
+    wait_for_first_tile(page, 0)
+    predict_with(page, lambda: page.click(".tile:first-child button.try"))
+    assert "(model version 1, seed recipe)" in page.inner_text("#result-detail")
+    # Version 2 says the improved recipe made it (MODEL_RECIPE, in its metadata.json).
+    assert publish_copy_of_version_1(home_copy, recipe="improved") == 2
     # The server reloads within RELOAD_INTERVAL and the page polls /models every few seconds.
     wait_js(page, "document.getElementById('header-version').textContent === '2'", timeout_ms=30_000)
     assert page.inner_text("#fact-served-version").startswith("2")
+    assert page.inner_text("#fact-recipe") == "improved"
     assert page.locator("#versions tbody tr").count() == 2
     assert page.locator("#versions tbody tr[data-version='2']").inner_text().endswith("serving")
     assert "Now serving version 2" in page.inner_text("#model-status")
+    # Each answer names the recipe of the version that gave it: the same sample, now from version 2.
+    predict_with(page, lambda: page.click(".tile:first-child button.try"))
+    assert "(model version 2, improved recipe)" in page.inner_text("#result-detail")
+    assert page.get_attribute("#result", "data-recipe") == "improved"
     seen.assert_clean()
 
 
