@@ -118,7 +118,7 @@ bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/r
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 	$(BIN)/python -m bench.headline
 
-# Not in CI: installs each peer (KServe, PyTriton, ...) from PyPI into bench/tmp/peers/ on its first run.
+# Not in CI: installs each peer (KServe, PyTriton, ...) from PyPI into bench/results/tmp/peers/ on its first run.
 bench-peers: $(BIN)/.installed ## Ours against KServe, PyTriton, ... on the same model and bodies, our A c16 5 times, then the model-only ceiling (after make bench; BENCH_SECONDS, BENCH_ROUNDS, BENCH_PEERS)
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python -m bench.run --only peers,stability,floor,grpc

@@ -2,7 +2,7 @@
 
 Benchmarks print and write figures; nothing here asserts a time. Each part runs in its own
 process (TensorFlow's thread pools and allocator would otherwise colour the next part),
-writes `bench/tmp/<part>.json`, and `bench/run.py` merges those into `bench/results.json`.
+writes `bench/results/tmp/<part>.json`, and `bench/run.py` merges those into `bench/results.json`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from shared import dataset
 from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL
 
 ROOT = Path(__file__).resolve().parent.parent
-TMP = ROOT / "bench" / "tmp"  # git-ignored scratch: model store, bodies, per-part results
+BENCH = ROOT / "bench"
+RESULTS_JSON = BENCH / "results.json"  # the published record (with results.md), committed
+RESULTS_MD = BENCH / "results.md"
+RESULTS = BENCH / "results"  # everything else a run writes
+PROFILES = RESULTS / "profiles"  # py-spy and oneDNN profiles results.md quotes: committed with it
+TMP = RESULTS / "tmp"  # git-ignored scratch: model store, bodies, logs, per-part results, peer venvs
 BENCH_HOME = TMP / "home"  # MNIST_HOME for the benchmark's own trained model and dataset cache
 
 
@@ -52,27 +59,19 @@ def peak_rss_mib() -> float:
 
 
 def rss_mib(pid: int) -> float:
-    """Current resident set size of `pid`, from /proc (no psutil needed)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """Current resident set size of `pid` (ProcessLookupError once it has exited)."""
+    try:
+        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
+    except psutil.NoSuchProcess as error:
+        raise ProcessLookupError(pid) from error
 
 
 def children_of(pid: int) -> list[int]:
     """Direct child processes of `pid` (gunicorn's workers under its master)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited while we looked
-        # Field 4 is the parent pid; the command name (field 2) may hold spaces, so split after it.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+    try:
+        return sorted(child.pid for child in psutil.Process(pid).children())
+    except psutil.NoSuchProcess:
+        return []
 
 
 def load_average() -> str:
@@ -130,8 +129,7 @@ def read_part(name: str) -> dict[str, Any] | None:
     path = TMP / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    committed = ROOT / "bench" / "results.json"
-    return json.loads(committed.read_text()).get(name) if committed.is_file() else None
+    return json.loads(RESULTS_JSON.read_text()).get(name) if RESULTS_JSON.is_file() else None
 
 
 def run_json(args: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:

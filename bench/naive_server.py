@@ -2,7 +2,7 @@
 
 Flask, Keras `model.predict` on `request.json`, one sync gunicorn worker:
 
-    MNIST_HOME=bench/tmp/home gunicorn -w 1 -k sync bench.naive_server:app
+    MNIST_HOME=bench/results/tmp/home gunicorn -w 1 -k sync bench.naive_server:app
 
 It answers the native `/predict` JSON shape so the load generator can hit both servers alike.
 """

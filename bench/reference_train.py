@@ -4,7 +4,7 @@ Kept as close to the notebook as possible so the comparison is honest. The only 
 the data comes from the shared `mnist.npz` (no network here) instead of
 `mnist.load_data()` (same arrays), the optimizer is RMSprop (the project's reference
 hyper-parameters), and a callback (`bench.epoch_clock`) records wall and CPU seconds per epoch.
-The last stdout line is a JSON object for `bench.train_bench`.
+The last stdout line is a JSON object for `bench.parts.training`.
 
     python -m bench.reference_train EPOCHS
 """

@@ -26,7 +26,7 @@ class Model(Protocol):
 # faster than with it off (where each call's activations are fresh mmap'd pages), but the arena grows with the
 # largest batch seen. Run in slices of 8, a slice's activations stay in the CPU's caches, so it is faster still and
 # the arena stays small; larger slices land in between on both counts. Figures: bench/results.md, "ONNX Runtime
-# session settings" (bench/ort_variants.py).
+# session settings" (bench/parts/ort.py).
 RUN_SLICE = 8
 
 

@@ -42,7 +42,7 @@ class Mnist(Model):
 
 
 if __name__ == "__main__":
-    # PEER_GRPC_PORT: KServe's gRPC server (the Open Inference Protocol's) as well, for bench/grpc_bench.py.
+    # PEER_GRPC_PORT: KServe's gRPC server (the Open Inference Protocol's) as well, for bench/parts/grpc.py.
     grpc_port = os.environ.get("PEER_GRPC_PORT")
     ModelServer(http_port=int(os.environ["PEER_PORT"]), workers=int(os.environ.get("PEER_WORKERS", "2")),
                 enable_grpc=grpc_port is not None, grpc_port=int(grpc_port or 8081)).start([Mnist()])

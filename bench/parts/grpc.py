@@ -1,7 +1,7 @@
 """gRPC under load: our GRPCInferenceService against KServe's gRPC server, same model, same messages.
 
     python -m bench.run --only grpc     # part of `make bench-peers`; the model `make bench` trained
-    BENCH_GRPC_HOME=<a MNIST_HOME holding mnist/N/model.onnx> python -m bench.grpc_bench
+    BENCH_GRPC_HOME=<a MNIST_HOME holding mnist/N/model.onnx> python -m bench.parts.grpc
 
 Cases (raw_input_contents, UINT8, what tritonclient sends by default):
     A  batch 1    at 1 and 16 concurrent streams
@@ -11,7 +11,7 @@ for BENCH_SECONDS after BENCH_WARMUP. It shares the machine's cores with the ser
 CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
 KServe 0.21 runs from this venv (bench/peers/kserve_server.py with PEER_GRPC_PORT, 2 workers);
 PyTriton is not run here (its venv and Triton binary are not installed by this module).
-Writes the part bench/tmp/grpc.json (not yet rendered into bench/results.md).
+Writes the part bench/results/tmp/grpc.json (not yet rendered into bench/results.md).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import psutil
 
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, write_part
-from bench.http_bench import free_port
+from bench.lib.processes import free_port
 from server.protocols import v2_grpc_messages as pb
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))

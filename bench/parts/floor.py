@@ -11,7 +11,7 @@ Two measurements, both with 1 intra-op thread and batches in slices of RUN_SLICE
   A server answering batch-256 requests with that many workers cannot exceed it; the report
   sets each server's case C figures against it.
 
-    python -m bench.model_floor   # writes bench/tmp/floor.json; optional part `floor` of bench.run
+    python -m bench.parts.floor   # writes bench/results/tmp/floor.json; optional part `floor` of bench.run
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import ROOT, bench_mnist, load_average, write_part
-from bench.http_bench import COMPOSE_SERVER_ENV
-from bench.peers_bench import model_path
+from bench.lib.ours import COMPOSE_SERVER_ENV
+from bench.parts.peers import model_path
+from bench.report import Parts, fragment, measured, render, table
 from server.backends import RUN_SLICE, OnnxModel
 
 BATCH = 256
@@ -106,7 +107,7 @@ def child(start_at: float, seconds: float) -> None:
 def concurrent_rate(processes: int) -> float:
     """Images/s of `processes` model processes running at once (their sum)."""
     start_at = time.time() + START_DELAY_SECONDS
-    children = [subprocess.Popen([sys.executable, "-m", "bench.model_floor", "--child", str(start_at), str(SECONDS)],
+    children = [subprocess.Popen([sys.executable, "-m", "bench.parts.floor", "--child", str(start_at), str(SECONDS)],
                                  cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     rates = []
     for process in children:
@@ -139,6 +140,33 @@ def main() -> dict[str, Any]:
     }
     write_part("floor", result)
     return result
+
+
+def section(floor: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: the model's own limit for batch-256 requests, and case C of each server
+    (the peers part) set against it."""
+    ceiling = floor["ceiling"]
+    processes = max(ceiling, key=int)
+    nodes = [[node["op"], node["node"], node["ms_per_batch"], f"{node['share']:.1%}", node["gflop_per_second"] or ""]
+             for node in floor["nodes"] if node["share"] >= 0.005]
+    peers = parts.get("peers")
+    return render("floor", measured=measured(floor), run_slice=floor["run_slice"], batch=floor["batch"],
+                  nodes=table(["op", "node", f"ms per {floor['batch']} images", "share", "GFLOP/s"], nodes),
+                  seconds=floor["seconds_per_run"], rounds=floor["rounds"], processes=processes,
+                  one=ceiling["1"]["images_per_second"], one_runs=ceiling["1"]["runs"],
+                  many=ceiling[processes]["images_per_second"], many_runs=ceiling[processes]["runs"],
+                  peers=fragment("floor-peers", measured=measured(peers), processes=processes,
+                                 table=table(["case", "server", "images/s", "of the model-only ceiling"],
+                                             case_c_rows(ceiling, processes, peers))) if peers else "")
+
+
+def case_c_rows(ceiling: dict[str, Any], processes: str, peers: dict[str, Any]) -> list[list[Any]]:
+    """Case C (c1 against one process, c4 against `processes`) of every server, as a share of the ceiling."""
+    return [[label, name, figures["images_per_second"],
+             f"{figures['images_per_second'] / limit['images_per_second']:.0%}"]
+            for case, limit in (("C c1", ceiling["1"]), ("C c4", ceiling[processes]))
+            for name, entry in peers["servers"].items()
+            for label, figures in entry["cases"].items() if label.split(" .")[0] == case]
 
 
 if __name__ == "__main__":

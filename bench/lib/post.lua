@@ -1,5 +1,5 @@
 -- wrk script: POST one prepared body over and over, then print the figures as one JSON line.
--- The body file and its Content-Type come from the environment (set by bench/http_bench.py), and
+-- The body file and its Content-Type come from the environment (set by bench/lib/wrk.py), and
 -- optionally one more header as "Name: value" in BENCH_HEADER (v2 binary: Inference-Header-Content-Length).
 wrk.method = "POST"
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))

@@ -2,9 +2,9 @@
 the app without the request-log middleware (as before issue 28), with it and tracing off (the default), and
 with tracing on (OTLP/HTTP to a local receiver that discards). Rounds alternate so machine load hits all three.
 
-    python -m bench.observability_bench [--home bench/tmp/grpc-home] [--requests 2000] [--rounds 5]
+    python -m bench.parts.observability [--home bench/results/tmp/grpc-home] [--requests 2000] [--rounds 5]
 
-Prints CPU microseconds per request (median over rounds) and writes bench/tmp/observability.json.
+Prints CPU microseconds per request (median over rounds) and writes bench/results/tmp/observability.json.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, TMP
+from bench.report import Parts, render, table
 
 BODY = json.dumps({"inputs": [{"name": "images", "shape": [1, 28, 28], "datatype": "FP32",
                                "data": [0.0] * 784}]}).encode()
@@ -116,19 +117,15 @@ def main() -> None:
     print(json.dumps(result), flush=True)  # last line: the JSON bench.run reads
 
 
-def section(figures: dict[str, Any]) -> list[str]:
-    """bench/results.md's lines for this part: each variant's median, its rounds, and its cost over the first."""
+def section(figures: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: each variant's median, its rounds, and its cost over the first."""
     variants = [name for name, value in figures.items() if isinstance(value, dict) and "median_us" in value]
     base = figures[variants[0]]["median_us"]
-    rows = [f"| {name} | {figures[name]['median_us']} | {figures[name]['median_us'] - base:+.1f} |"
-            f" {', '.join(str(value) for value in figures[name]['rounds_us'])} |" for name in variants]
-    return ["", "## Request log and tracing cost", "",
-            f"CPU microseconds per batch-1 v2 infer, in process over the real ONNX model"
-            f" ({figures['requests_per_round']} requests a round, rounds rotating the order, measured"
-            f" {figures['measured']}); `python -m bench.run --only observability`, docs/operating.md.", "",
-            "| variant | median (us CPU) | added over the first row (us) | each round (us) |",
-            "| --- | --- | --- | --- |",
-            *rows]
+    rows = [[name, figures[name]["median_us"], f"{figures[name]['median_us'] - base:+.1f}",
+             ", ".join(str(value) for value in figures[name]["rounds_us"])] for name in variants]
+    return render("observability", requests=figures["requests_per_round"], measured=figures["measured"],
+                  table=table(["variant", "median (us CPU)", "added over the first row (us)", "each round (us)"],
+                              rows))
 
 
 if __name__ == "__main__":

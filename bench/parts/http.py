@@ -3,7 +3,7 @@
 (a) ours: gunicorn with `server/gunicorn.conf.py` and the settings docker-compose.yml gives the
     server container (its defaults: 2 gthread workers x 1 thread, 1 ONNX Runtime thread each);
 (b) naive: `bench/naive_server.py` under gunicorn with one sync worker.
-Both serve the model `bench.train_bench` published. For each server: seconds from process
+Both serve the model `bench.parts.training` published. For each server: seconds from process
 start to the first 200 on /readyz, then for batch 1 and 256, JSON and (ours only: the naive
 server reads `request.json`) .npy, Open Inference Protocol v2 JSON and v2 binary (what tritonclient
 sends by default: raw UINT8 pixels after the JSON, binary outputs), concurrency 1 and 16:
@@ -11,39 +11,40 @@ requests/s, images/s, p50/p99. Every
 wrk run is bounded by BENCH_HTTP_SECONDS. RSS per worker is read after the load.
 
 When a serving target is missed, py-spy samples our workers under that load and the top
-functions go to bench/profile-<case>.txt.
+functions go to bench/results/profiles/profile-<case>.txt.
 
-    python -m bench.http_bench   # writes bench/tmp/http.json
+    python -m bench.parts.http   # writes bench/results/tmp/http.json
 """
 
 from __future__ import annotations
 
-import atexit
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from bench.common import (
     BENCH_HOME,
+    PROFILES,
     ROOT,
     TMP,
     bench_mnist,
-    children_of,
     load_average,
     py_spy,
-    rss_mib,
     summarise_profile,
     write_part,
 )
+from bench.lib.bodies import V2_HEADER, native_json, npy, test_digits, v2_binary, v2_json, write
+from bench.lib.ours import COMPOSE_SERVER_ENV, EARLIER_LAYOUT, V2_INFER, server_layout
+from bench.lib.processes import Launch, Running, cpu_seconds, free_port, rss_mib
+from bench.lib.wrk import Body, errors, figures, requests_per_second
+from bench.lib.wrk import wrk as run_wrk
+from bench.report import Parts, measured, render, table
 
 SECONDS = int(os.environ.get("BENCH_HTTP_SECONDS", "8"))
 PROFILE_SECONDS = 6
@@ -52,65 +53,24 @@ CONCURRENCY = (1, 16)
 CONTENT_TYPES = {"json": "application/json", "npy": "application/x-npy", "v2json": "application/json",
                  "v2bin": "application/octet-stream"}
 # Where each format is posted: the native route, or the Open Inference Protocol v2 infer route.
-PATHS = {"json": "/predict", "npy": "/predict", "v2json": "/v2/models/mnist/infer", "v2bin": "/v2/models/mnist/infer"}
-V2_HEADER = "Inference-Header-Content-Length"
-LUA = ROOT / "bench" / "post.lua"
-# docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
-COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
-                      "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
-# Parts measured before they recorded their layout ran with THREADS=2, the default until then.
-EARLIER_LAYOUT = "2 gthread workers x 2 threads"
+PATHS = {"json": "/predict", "npy": "/predict", "v2json": V2_INFER, "v2bin": V2_INFER}
 
 
-def server_layout(env: dict[str, str] = COMPOSE_SERVER_ENV) -> str:
-    """The server's processes and threads, as reports name them (saved with each part that starts our server)."""
-    return f"{env['WEB_CONCURRENCY']} gthread workers x {env['THREADS']} thread(s)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def v2_bodies(images: np.ndarray) -> tuple[bytes, bytes, int]:
-    """(v2 JSON body, v2 binary body, its JSON header's length), as tritonclient sends them by default:
-    UINT8 pixels; binary: the JSON, then the raw pixels, and all outputs asked for as binary data."""
-    tensor = {"name": "pixels", "shape": list(images.shape), "datatype": "UINT8"}
-    as_json = json.dumps({"inputs": [{**tensor, "data": images.ravel().tolist()}]}).encode()
-    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": images.nbytes}}],
-                         "parameters": {"binary_data_output": True}}).encode()
-    return as_json, header + images.tobytes(), len(header)
-
-
-def write_bodies() -> dict[str, Path]:
-    """One file per (format, batch) from the first test digits, as uint8 0..255 pixels.
-
-    A v2 binary body's JSON length (its Inference-Header-Content-Length) is in the file's name."""
+def write_bodies() -> dict[str, Body]:
+    """One body per (format, batch) from the first test digits, as uint8 0..255 pixels; v2 binary asks for
+    binary outputs, as tritonclient does by default."""
     folder = TMP / "bodies"
-    folder.mkdir(parents=True, exist_ok=True)
-    with np.load(bench_mnist()[0]) as archive:
-        x_test = archive["x_test"]
-    bodies = {}
+    x_test = test_digits(max(BATCHES))
+    found = {}
     for size in BATCHES:
         images = x_test[:size]
-        bodies[f"json-{size}"] = folder / f"batch{size}.json"
-        bodies[f"json-{size}"].write_text(json.dumps({"instances": images.tolist()}))
-        buffer = io.BytesIO()
-        np.save(buffer, images)
-        bodies[f"npy-{size}"] = folder / f"batch{size}.npy"
-        bodies[f"npy-{size}"].write_bytes(buffer.getvalue())
-        as_json, binary, header_length = v2_bodies(images)
-        bodies[f"v2json-{size}"] = folder / f"batch{size}.v2.json"
-        bodies[f"v2json-{size}"].write_bytes(as_json)
-        bodies[f"v2bin-{size}"] = folder / f"batch{size}.v2-header{header_length}.bin"
-        bodies[f"v2bin-{size}"].write_bytes(binary)
-    return bodies
-
-
-def extra_headers(fmt: str, body: Path) -> dict[str, str]:
-    """Headers besides Content-Type: a v2 binary body's Inference-Header-Content-Length."""
-    return {V2_HEADER: body.name.split("-header")[1].split(".")[0]} if fmt == "v2bin" else {}
+        binary, header_length = v2_binary(images, parameters={"binary_data_output": True})
+        found[f"json-{size}"] = write(folder / f"batch{size}.json", native_json(images), CONTENT_TYPES["json"])
+        found[f"npy-{size}"] = write(folder / f"batch{size}.npy", npy(images), CONTENT_TYPES["npy"])
+        found[f"v2json-{size}"] = write(folder / f"batch{size}.v2.json", v2_json(images), CONTENT_TYPES["v2json"])
+        found[f"v2bin-{size}"] = write(folder / f"batch{size}.v2.bin", binary, CONTENT_TYPES["v2bin"],
+                                       f"{V2_HEADER}: {header_length}")
+    return found
 
 
 def answered_images(fmt: str, answer: bytes, headers: Any) -> int:
@@ -120,77 +80,37 @@ def answered_images(fmt: str, answer: bytes, headers: Any) -> int:
     return json.loads(answer[:length])["outputs"][0]["shape"][0]
 
 
-class Server:
+class Server(Running):
+    """A gunicorn server (ours, or the naive one) on a free port, timed from start to ready."""
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(TMP / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
-        started = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *(arg.format(port=self.port) for arg in argv)],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
-                 "BIND_HOST": "127.0.0.1", "PORT": str(self.port), **env},
-        )
-        atexit.register(self.stop)  # a run that fails midway must not leave a server behind on the shared cores
-        self.ready_seconds = round(self._wait_ready(started), 2)
+        port = free_port()
+        command = [sys.executable, "-m", "gunicorn", *(arg.format(port=port) for arg in argv)]
+        super().__init__(Launch(name, command, "/readyz", env={
+            "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2", "BIND_HOST": "127.0.0.1", "PORT": str(port),
+            **env}), port)
 
-    def _wait_ready(self, started: float, timeout: float = 180) -> float:
-        while time.perf_counter() - started < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as answer:
-                    if answer.status == 200:
-                        return time.perf_counter() - started
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise TimeoutError(f"{self.name} not ready after {timeout} s; see {self.log.name}")
-
-    def check(self, body: Path, content_type: str, count: int, fmt: str = "json") -> None:
+    def check(self, body: Body, count: int, fmt: str = "json") -> None:
         """One request before the load: it must answer 200 with one prediction per image."""
-        request = urllib.request.Request(self.url + PATHS[fmt], data=body.read_bytes(),
-                                         headers={"Content-Type": content_type, **extra_headers(fmt, body)})
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            answered = answered_images(fmt, answer.read(), answer.headers)
+        answered = answered_images(fmt, *self.request(PATHS[fmt], body))
         if answered != count:
-            raise RuntimeError(f"{self.name}: {answered} predictions for {count} images ({fmt})")
+            raise RuntimeError(f"{self.launch.name}: {answered} predictions for {count} images ({fmt})")
 
     def worker_rss_mib(self) -> list[float]:
-        return [rss_mib(pid) for pid in children_of(self.process.pid)]
-
-    def stop(self) -> None:
-        if self.process.returncode is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
+        return [rss_mib(worker) for worker in self.workers()]
 
 
-def wrk(url: str, body: Path, content_type: str, connections: int, seconds: int, fmt: str = "json") -> dict[str, Any]:
-    # One wrk thread: its event loop keeps 16 connections busy and leaves the cores to the server.
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", str(LUA),
-               url + PATHS[fmt]]
-    extra = "".join(f"{name}: {value}" for name, value in extra_headers(fmt, body).items())  # one at most
-    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True,
-                            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type,
-                                 "BENCH_HEADER": extra}).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def wrk(url: str, body: Body, connections: int, seconds: int, fmt: str = "json") -> dict[str, Any]:
+    return run_wrk(url + PATHS[fmt], body, connections, seconds)
 
 
 def in_process_limit() -> dict[str, float]:
     """In-process ONNX Runtime images/s at batch 256, measured right next to the HTTP runs.
 
-    The machine is shared, so a limit taken minutes earlier (bench.inference_bench) can be off by
+    The machine is shared, so a limit taken minutes earlier (bench.parts.inference) can be off by
     a factor; the ratio targets use this adjacent figure (best of the 1- and 2-thread sessions).
     """
-    from bench.inference_bench import onnx_runners, time_calls
+    from bench.parts.inference import onnx_runners, time_calls
     from shared.model_store import ONNX_FILE, ModelStore
     from shared.preprocess import scale_pixels
 
@@ -201,26 +121,17 @@ def in_process_limit() -> dict[str, float]:
             for name, run in onnx_runners(store.version_dir(store.latest()) / ONNX_FILE).items()}
 
 
-def load_cases(server: Server, bodies: dict[str, Path], formats: tuple[str, ...]) -> dict[str, Any]:
+def load_cases(server: Server, bodies: dict[str, Body], formats: tuple[str, ...]) -> dict[str, Any]:
     cases = {}
     for fmt in formats:
         for size in BATCHES:
-            body, content_type = bodies[f"{fmt}-{size}"], CONTENT_TYPES[fmt]
-            server.check(body, content_type, size, fmt)  # also warms this batch shape up
+            body = bodies[f"{fmt}-{size}"]
+            server.check(body, size, fmt)  # also warms this batch shape up
             for connections in CONCURRENCY:
-                raw = wrk(server.url, body, content_type, connections, SECONDS, fmt)
-                per_second = raw["requests"] / (raw["duration_us"] / 1e6)
-                case = {
-                    "requests_per_second": round(per_second, 1),
-                    "images_per_second": round(per_second * size, 1),
-                    "p50_ms": round(raw["p50_us"] / 1000, 2),
-                    "p99_ms": round(raw["p99_us"] / 1000, 2),
-                    "requests": raw["requests"],
-                    "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"],
-                    "load_after": load_average(),
-                }
+                raw = wrk(server.url, body, connections, SECONDS, fmt)
+                case = {**figures(raw, size), "requests": raw["requests"], "load_after": load_average()}
                 name = f"{fmt} batch {size} c{connections}"
-                print(f"bench: {server.name:6s} {name:20s} {case['requests_per_second']:8.1f} req/s"
+                print(f"bench: {server.launch.name:6s} {name:20s} {case['requests_per_second']:8.1f} req/s"
                       f" {case['images_per_second']:9.1f} images/s p50 {case['p50_ms']:8.2f} ms"
                       f" p99 {case['p99_ms']:8.2f} ms errors {case['errors']}", flush=True)
                 cases[name] = case
@@ -248,7 +159,7 @@ def targets(ours: dict[str, Any], naive: dict[str, Any], limit: float) -> dict[s
     return found
 
 
-def profile(server: Server, body: Path, label: str) -> str | None:
+def profile(server: Server, body: Body, label: str) -> str | None:
     """Sample every worker with py-spy under concurrency-16 load; write the top functions."""
     spy = py_spy()
     if spy is None:
@@ -258,15 +169,15 @@ def profile(server: Server, body: Path, label: str) -> str | None:
                                 "--duration", str(PROFILE_SECONDS), "--format", "raw", "--output", str(raw)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fmt = label.split("-")[0]
-    wrk(server.url, body, CONTENT_TYPES[fmt], 16, PROFILE_SECONDS, fmt)
+    wrk(server.url, body, 16, PROFILE_SECONDS, fmt)
     if sampler.wait(60) != 0 or not raw.is_file():
         return None
-    summary = ROOT / "bench" / f"profile-{label}.txt"
+    summary = PROFILES / f"profile-{label}.txt"
     summary.write_text(summarise_profile(raw.read_text(), f"py-spy, {label}, concurrency 16, {PROFILE_SECONDS} s"))
     return str(summary.relative_to(ROOT))
 
 
-def measure(name: str, argv: list[str], env: dict[str, str], bodies: dict[str, Path],
+def measure(name: str, argv: list[str], env: dict[str, str], bodies: dict[str, Body],
             formats: tuple[str, ...]) -> tuple[Server, dict[str, Any]]:
     print(f"bench: starting {name} server, load {load_average()}", flush=True)
     server = Server(name, argv, env)
@@ -277,7 +188,7 @@ def measure(name: str, argv: list[str], env: dict[str, str], bodies: dict[str, P
 
 def main() -> dict[str, Any]:
     bodies = write_bodies()
-    for stale in [path for fmt in CONTENT_TYPES for path in (ROOT / "bench").glob(f"profile-{fmt}-*.txt")]:
+    for stale in [path for fmt in CONTENT_TYPES for path in PROFILES.glob(f"profile-{fmt}-*.txt")]:
         stale.unlink()  # a profile belongs to the run whose missed target it explains (training's are not ours)
     limit_before = in_process_limit()
     ours_server, ours = measure("ours", ["-c", "server/gunicorn.conf.py", "server.wsgi:app"], COMPOSE_SERVER_ENV,
@@ -286,7 +197,7 @@ def main() -> dict[str, Any]:
                                             "bench.naive_server:app"], {}, bodies, ("json",))
     naive["worker_rss_mib"] = naive_server.worker_rss_mib()
     ours["worker_rss_mib"] = ours_server.worker_rss_mib()
-    ours["master_rss_mib"] = rss_mib(ours_server.process.pid)
+    ours["master_rss_mib"] = rss_mib(psutil.Process(ours_server.process.pid))
     naive_server.stop()
     # Before and after the load runs: the lower of the two bests would flatter the server.
     limits = {"before": limit_before, "after": in_process_limit()}
@@ -310,7 +221,7 @@ def main() -> dict[str, Any]:
 
 def in_process_cpu_ms_per_image(calls: int = 20) -> float:
     """CPU ms per image of the server's own 1-thread ONNX Runtime session at batch 256, scaling included."""
-    from bench.inference_bench import onnx_runners
+    from bench.parts.inference import onnx_runners
     from shared.model_store import ONNX_FILE, ModelStore
     from shared.preprocess import scale_pixels
 
@@ -326,11 +237,7 @@ def in_process_cpu_ms_per_image(calls: int = 20) -> float:
 
 
 def workers_cpu_seconds(server: Server) -> float:
-    total = 0.0
-    for pid in children_of(server.process.pid):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return total
+    return sum(cpu_seconds(server.workers()).values())
 
 
 def batch256_rounds(rounds: int, seconds: int = SECONDS) -> dict[str, Any]:
@@ -347,19 +254,19 @@ def batch256_rounds(rounds: int, seconds: int = SECONDS) -> dict[str, Any]:
     limits: list[float] = []
     try:
         for fmt in formats:
-            server.check(bodies[f"{fmt}-256"], CONTENT_TYPES[fmt], 256, fmt)
+            server.check(bodies[f"{fmt}-256"], 256, fmt)
         for round_number in range(rounds):
             limits.append(max(in_process_limit().values()))
             cpu_limit = in_process_cpu_ms_per_image()
             order = formats[round_number % len(formats):] + formats[:round_number % len(formats)]
             for fmt in order:
                 cpu_before = workers_cpu_seconds(server)
-                raw = wrk(server.url, bodies[f"{fmt}-256"], CONTENT_TYPES[fmt], 16, seconds, fmt)
+                raw = wrk(server.url, bodies[f"{fmt}-256"], 16, seconds, fmt)
                 cpu_ms = (workers_cpu_seconds(server) - cpu_before) * 1000 / max(raw["requests"] * 256, 1)
-                failed = raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]
+                failed = errors(raw)
                 if failed:
                     raise RuntimeError(f"{fmt}: {failed} of {raw['requests']} requests failed; see {server.log.name}")
-                wall[fmt].append(round(raw["requests"] / (raw["duration_us"] / 1e6) * 256, 1))
+                wall[fmt].append(round(requests_per_second(raw) * 256, 1))
                 cpu_share[fmt].append(round(cpu_limit / cpu_ms, 3))
                 print(f"bench: round {round_number + 1} {fmt:6s} batch 256 c16 {wall[fmt][-1]:8.1f} images/s"
                       f" (in-process {limits[-1]}); CPU {cpu_ms:.4f} ms/image (in-process {cpu_limit:.4f})",
@@ -393,8 +300,7 @@ def through_the_app(rounds: int = 5, calls: int = 20) -> dict[str, Any]:
     plane.manager.poll()
     model = plane.model()
     client = app.test_client()
-    requests = {fmt: (PATHS[fmt], bodies[f"{fmt}-256"].read_bytes(),
-                      {"Content-Type": CONTENT_TYPES[fmt], **extra_headers(fmt, bodies[f"{fmt}-256"])})
+    requests = {fmt: (PATHS[fmt], bodies[f"{fmt}-256"].path.read_bytes(), bodies[f"{fmt}-256"].headers())
                 for fmt in CONTENT_TYPES}
     with np.load(bench_mnist()[0]) as archive:
         pixels = archive["x_test"][:256].astype(np.float32)
@@ -425,9 +331,26 @@ def through_the_app(rounds: int = 5, calls: int = 20) -> dict[str, Any]:
     return result
 
 
+def section(http: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: every case of both servers, their start and memory, the in-process limit."""
+    servers = ("ours", "naive")
+    cases = [[server, case, figures["requests_per_second"], figures["images_per_second"], figures["p50_ms"],
+              figures["p99_ms"], figures["errors"]] for server in servers
+             for case, figures in http[server]["cases"].items()]
+    about = [[server, http[server]["start_to_ready_seconds"], ", ".join(map(str, http[server]["worker_rss_mib"]))]
+             for server in servers]
+    limits = "; ".join(f"{when}: " + ", ".join(f"{name} {value}" for name, value in figures.items())
+                       for when, figures in http["in_process_onnx_batch256_images_per_second"].items())
+    return render("http", seconds=http["seconds_per_case"], measured=measured(http),
+                  layout=http.get("layout", EARLIER_LAYOUT),
+                  cases=table(["server", "case", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], cases),
+                  servers=table(["server", "start to ready s", "RSS per worker MiB"], about),
+                  limits=limits, limit=http["in_process_limit"])
+
+
 if __name__ == "__main__":
-    # `python -m bench.http_bench 3`: only the batch-256 formats over HTTP, 3 alternating rounds;
-    # `python -m bench.http_bench app`: CPU per batch-256 request through the app in-process.
+    # `python -m bench.parts.http 3`: only the batch-256 formats over HTTP, 3 alternating rounds;
+    # `python -m bench.parts.http app`: CPU per batch-256 request through the app in-process.
     if len(sys.argv) > 1:
         print(json.dumps(through_the_app() if sys.argv[1] == "app" else batch256_rounds(int(sys.argv[1]))))
     else:

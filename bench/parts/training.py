@@ -5,9 +5,9 @@ belong to it alone. "Ours" is the real `python -m trainer` path (`trainer.cli.ru
 also publishes the model the inference and HTTP benchmarks use; its peak RSS is read the
 moment `train()` returns, so the ONNX export afterwards does not count against it.
 
-    python -m bench.train_bench [EPOCHS]      # both sides, writes bench/tmp/training.json
-    BENCH_ROUNDS=3 python -m bench.train_bench 6  # alternate the sides 3 times; medians over all
-    python -m bench.train_bench --ours EPOCHS  # one side (used by the line above)
+    python -m bench.parts.training [EPOCHS]      # both sides, writes bench/results/tmp/training.json
+    BENCH_ROUNDS=3 python -m bench.parts.training 6  # alternate the sides 3 times; medians over all
+    python -m bench.parts.training --ours EPOCHS  # one side (used by the line above)
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from bench.common import (
     run_json,
     write_part,
 )
+from bench.report import Parts, measured, render, table
 
 
 def ours(epochs: int) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def main(epochs: int, rounds: int) -> dict[str, Any]:
     sides: dict[str, list[dict[str, Any]]] = {"reference": [], "ours": []}
     commands = [
         ("reference", ["-m", "bench.reference_train", str(epochs)]),
-        ("ours", ["-m", "bench.train_bench", "--ours", str(epochs)]),
+        ("ours", ["-m", "bench.parts.training", "--ours", str(epochs)]),
     ]
     for round_number in range(rounds):
         # A-B, then B-A: a machine that gets busier (or quieter) during the run hits both sides alike.
@@ -123,6 +124,20 @@ def main(epochs: int, rounds: int) -> dict[str, Any]:
     }
     write_part("training", result)
     return result
+
+
+def section(training: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: each side's medians, and ours against the reference."""
+    rows = [[side, entry["median_epoch_seconds"], entry.get("median_epoch_cpu_seconds", ""),
+             entry["samples_per_second"], ", ".join(f"{value:.4f}" for value in entry["val_accuracy"]),
+             entry["peak_rss_mib"], entry["load_before"]]
+            for side, entry in ((side, training[side]) for side in ("reference", "ours"))]
+    return render("training", epochs=training["epochs"], rounds=training.get("rounds", 1), measured=measured(training),
+                  table=table(["side", "median s/epoch", "CPU s/epoch", "samples/s", "test accuracy per epoch",
+                               "peak RSS MiB", "load before"], rows),
+                  speedup=training["speedup"], cpu_speedup=training.get("cpu_speedup", "?"),
+                  accuracy_difference=f"{training['accuracy_difference']:+.4f}",
+                  precision=training["ours"].get("precision", "an unrecorded precision"))
 
 
 if __name__ == "__main__":

@@ -5,22 +5,22 @@ afresh and runs batch 1 v2 JSON at 1 and 16 connections and batch 256 at 4 conne
 BENCH_ROUNDS rounds alternating the order; medians, plus the mean requests per merged model call
 read from /metrics (mnist_batching_batch_requests).
 
-    python -m bench.batching_bench   # writes bench/tmp/batching.json; optional part `batching` of bench.run
+    python -m bench.parts.batching   # writes bench/results/tmp/batching.json; optional part `batching` of bench.run
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import urllib.request
 from typing import Any
 
-import numpy as np
-
-from bench.common import bench_mnist, load_average, median, write_part
-from bench.http_bench import server_layout
-from bench.peers_bench import BENCH_HOME, COMPOSE_SERVER_ENV, V2_INFER, Running, Spec, free_port, write_bodies, wrk
+from bench.common import load_average, median, write_part
+from bench.lib.bodies import case_bodies, test_digits
+from bench.lib.ours import EARLIER_LAYOUT, V2_INFER, launch, server_layout
+from bench.lib.processes import Running, free_port
+from bench.lib.wrk import errors, requests_per_second, wrk
+from bench.report import Parts, measured, render, table
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -42,18 +42,14 @@ def requests_per_call(url: str) -> float | None:
 
 def one_run(settings: dict[str, str], bodies: dict[str, Any]) -> dict[str, Any]:
     port = free_port()
-    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "BIND_HOST": "127.0.0.1", "PORT": str(port),
-           **settings}
-    server = Running(Spec("batching", "", [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                                           "server.wsgi:app"], "/readyz", env=env), port)
+    server = Running(launch("batching", port, **settings), port)
     try:
         figures: dict[str, Any] = {}
         for case, body, connections in CASES:
             wrk(server.url + V2_INFER, bodies[body], connections, 1)
             raw = wrk(server.url + V2_INFER, bodies[body], connections, SECONDS)
-            figures[case] = {"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-                             "p99_ms": round(raw["p99_us"] / 1000, 2),
-                             "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]}
+            figures[case] = {"requests_per_second": round(requests_per_second(raw), 1),
+                             "p99_ms": round(raw["p99_us"] / 1000, 2), "errors": errors(raw)}
         figures["requests_per_model_call"] = requests_per_call(server.url)
         return figures
     finally:
@@ -61,8 +57,7 @@ def one_run(settings: dict[str, str], bodies: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
-    with np.load(bench_mnist()[0]) as archive:
-        bodies = write_bodies(archive["x_test"][:256])
+    bodies = case_bodies(test_digits(256))
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for round_number in range(ROUNDS):
         for name in (list(VARIANTS) if round_number % 2 == 0 else list(reversed(VARIANTS))):
@@ -79,6 +74,17 @@ def main() -> dict[str, Any]:
               "load_after": load_average()}
     write_part("batching", result)
     return result
+
+
+def section(batching: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: req/s / p99 per variant and case, and requests per model call."""
+    cases = [case for case in next(iter(batching["variants"].values())) if case[0] in "AB"]
+    rows = [[name, *(f"{entry[case]['requests_per_second']:.1f} / {entry[case]['p99_ms']:.1f}" for case in cases),
+             entry["requests_per_model_call"] if entry["requests_per_model_call"] is not None else "",
+             entry["errors"]] for name, entry in batching["variants"].items()]
+    return render("batching", measured=measured(batching), layout=batching.get("layout", EARLIER_LAYOUT),
+                  seconds=batching["seconds_per_case"], rounds=batching["rounds"],
+                  table=table(["variant", *cases, "requests per model call", "errors"], rows))
 
 
 if __name__ == "__main__":

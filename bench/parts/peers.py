@@ -1,6 +1,6 @@
 """Ours against the serving frameworks a user would pick instead, on the same model and bodies.
 
-Each peer runs from its own virtual environment (bench/tmp/peers/<peer>, created here from
+Each peer runs from its own virtual environment (bench/results/tmp/peers/<peer>, created here from
 bench/peers/requirements-<peer>.txt, pinned) with its server script in bench/peers/: the
 trainer's model.onnx in ONNX Runtime with 1 intra-op thread, 2 worker processes or model
 instances where the peer has them. Every server gets the same bodies:
@@ -11,37 +11,37 @@ instances where the peer has them. Every server gets the same bodies:
        ours both (v2 binary, and .npy on /predict)   1 and 4 connections
 
 Every answer is checked against in-process ONNX Runtime before anything is timed. Then wrk
-(bench/post.lua, one thread) runs each case for BENCH_WARMUP seconds (not counted) and
+(bench/lib/post.lua, one thread) runs each case for BENCH_WARMUP seconds (not counted) and
 BENCH_SECONDS seconds; BENCH_ROUNDS rounds alternate the order of the servers, each round
 starting every server afresh (start-to-ready is timed from the process start to the first 200
 on its readiness route). After the load: RSS of each process, PSS of the process tree, and the
 CPU seconds each process spent during the load (psutil).
 
-    python -m bench.peers_bench   # or `make bench-peers`; writes bench/tmp/peers.json
-    BENCH_PEERS=ours,kserve BENCH_SECONDS=2 BENCH_ROUNDS=1 python -m bench.peers_bench   # a quick check
-    BENCH_PEERS=ours,kserve BENCH_CASES="A c16" python -m bench.peers_bench   # some cases: printed, not saved
+    python -m bench.parts.peers   # or `make bench-peers`; writes bench/results/tmp/peers.json
+    BENCH_PEERS=ours,kserve BENCH_SECONDS=2 BENCH_ROUNDS=1 python -m bench.parts.peers   # a quick check
+    BENCH_PEERS=ours,kserve BENCH_CASES="A c16" python -m bench.parts.peers   # some cases: printed, not saved
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, median, write_part
-from bench.http_bench import COMPOSE_SERVER_ENV, LUA, free_port
+from bench.lib.bodies import case_bodies
+from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER
+from bench.lib.processes import Launch, Running, cpu_seconds, free_port, memory
+from bench.lib.wrk import Body, figures, wrk
+from bench.report import Parts, fragment, measured, render, table
 
 PEERS_DIR = ROOT / "bench" / "peers"
 VENVS = TMP / "peers"
@@ -51,21 +51,10 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 # A comma-separated subset of the cases; the result is then only printed, so a partial run never
 # replaces the part results.md is made from.
 CASE_SUBSET = [case for case in os.environ.get("BENCH_CASES", "").split(",") if case]
-READY_TIMEOUT = 180
-INPUT_NAME = "pixels"
 # (case, images per request, body kind, connections)
 CASES = (("A c1", 1, "json", 1), ("A c16", 1, "json", 16), ("B c1", 256, "json", 1), ("B c4", 256, "json", 4),
          ("C c1", 256, "binary", 1), ("C c4", 256, "binary", 4))
-V2_INFER = "/v2/models/mnist/infer"
 V2_READY = "/v2/models/mnist/ready"
-BOUNDARY = "bench-peers-boundary"
-
-
-@dataclass(frozen=True)
-class Body:
-    path: Path
-    content_type: str
-    header: str = ""  # one extra "Name: value" header, for wrk (bench/post.lua)
 
 
 @dataclass
@@ -88,13 +77,17 @@ class Spec:
     def cases(self) -> tuple[tuple[str, int, str, int], ...]:
         return CASES + self.extra_cases
 
+    def launch(self) -> Launch:
+        return Launch(self.name, self.command, self.ready_path, self.env, self.cwd, self.ready_contains,
+                      log_name=f"peer-{self.name}")
+
 
 def peer_python(peer: str) -> str:
     return str(VENVS / peer / "bin" / "python")
 
 
 def ensure_venv(peer: str) -> None:
-    """bench/tmp/peers/<peer> with bench/peers/requirements-<peer>.txt installed (again when it changed)."""
+    """bench/results/tmp/peers/<peer> with bench/peers/requirements-<peer>.txt installed (again when it changed)."""
     requirements = PEERS_DIR / f"requirements-{peer}.txt"
     stamp = VENVS / peer / ".installed"
     digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
@@ -135,43 +128,6 @@ def specs(model: Path, port: int) -> dict[str, Spec]:
     }
 
 
-def v2_json(images: np.ndarray) -> bytes:
-    return json.dumps({"inputs": [{"name": INPUT_NAME, "shape": list(images.shape), "datatype": "UINT8",
-                                   "data": images.ravel().tolist()}],
-                       "outputs": [{"name": "probabilities"}]}).encode()
-
-
-def v2_binary(images: np.ndarray) -> tuple[bytes, int]:
-    header = json.dumps({"inputs": [{"name": INPUT_NAME, "shape": list(images.shape), "datatype": "UINT8",
-                                     "parameters": {"binary_data_size": images.nbytes}}],
-                         "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}]}).encode()
-    return header + images.tobytes(), len(header)
-
-
-def write_bodies(x_test: np.ndarray) -> dict[str, Body]:
-    folder = TMP / "peer-bodies"
-    folder.mkdir(parents=True, exist_ok=True)
-    bodies = {}
-    for size in (1, 256):
-        path = folder / f"v2-{size}.json"
-        path.write_bytes(v2_json(x_test[:size]))
-        bodies[f"json-{size}"] = Body(path, "application/json")
-    data, header_length = v2_binary(x_test[:256])
-    (folder / "v2-256.bin").write_bytes(data)
-    bodies["v2-256"] = Body(folder / "v2-256.bin", "application/octet-stream",
-                            f"Inference-Header-Content-Length: {header_length}")
-    buffer = io.BytesIO()
-    np.save(buffer, x_test[:256])
-    (folder / "256.npy").write_bytes(buffer.getvalue())
-    bodies["npy-256"] = Body(folder / "256.npy", "application/x-npy")
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"256.npy\"\r\n"
-            "Content-Type: application/x-npy\r\n\r\n")
-    form = head.encode() + buffer.getvalue() + f"\r\n--{BOUNDARY}--\r\n".encode()
-    (folder / "256.multipart").write_bytes(form)
-    bodies["multipart-256"] = Body(folder / "256.multipart", f"multipart/form-data; boundary={BOUNDARY}")
-    return bodies
-
-
 def case_target(spec: Spec, kind: str, size: int, bodies: dict[str, Body]) -> tuple[str, Body]:
     if kind == "json":
         return spec.infer_path, bodies[f"json-{size}"]
@@ -188,102 +144,15 @@ def probabilities(answer: dict[str, Any]) -> np.ndarray:
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
 
 
-class Running:
+class PeerServer(Running):
+    """One server of the comparison, started from its Spec."""
+
     def __init__(self, spec: Spec, port: int) -> None:
         self.spec = spec
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(TMP / f"peer-{spec.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115 - closed in stop()
-        started = time.perf_counter()
-        self.process = subprocess.Popen(spec.command, cwd=spec.cwd, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **spec.env}, start_new_session=True)
-        self.ready_seconds = round(self._wait_ready(started), 2)
-
-    def _wait_ready(self, started: float) -> float:
-        while time.perf_counter() - started < READY_TIMEOUT:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.spec.name} exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                with urllib.request.urlopen(self.url + self.spec.ready_path, timeout=1) as answer:
-                    if answer.status == 200 and self.spec.ready_contains in answer.read().decode(errors="replace"):
-                        return time.perf_counter() - started
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise TimeoutError(f"{self.spec.name} not ready after {READY_TIMEOUT} s; see {self.log.name}")
-
-    def post(self, path: str, body: Body) -> dict[str, Any]:
-        headers = {"Content-Type": body.content_type}
-        if body.header:
-            name, value = body.header.split(": ", 1)
-            headers[name] = value
-        request = urllib.request.Request(self.url + path, data=body.path.read_bytes(), headers=headers)
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return json.load(answer)
-
-    def tree(self) -> list[psutil.Process]:
-        root = psutil.Process(self.process.pid)
-        return [root, *root.children(recursive=True)]
-
-    def stop(self) -> None:
-        """SIGTERM to the whole tree (peers start helpers of their own), SIGKILL to what is left after 30 s."""
-        try:
-            tree = self.tree()
-        except psutil.Error:
-            tree = []
-        for process in tree:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
-        _gone, alive = psutil.wait_procs(tree, timeout=30)
-        for process in alive:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        psutil.wait_procs(alive, timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, 9)  # anything that left the tree but not the session
-        self.process.wait()
-        self.log.close()
+        super().__init__(spec.launch(), port)
 
 
-def wrk(url: str, body: Body, connections: int, seconds: int) -> dict[str, Any]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "-s", str(LUA), url]
-    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True,
-                            env={**os.environ, "BENCH_BODY": str(body.path), "BENCH_CONTENT_TYPE": body.content_type,
-                                 "BENCH_HEADER": body.header}).stdout
-    return json.loads(output.strip().splitlines()[-1])
-
-
-def figures(raw: dict[str, Any], size: int) -> dict[str, Any]:
-    """One wrk run (bench/post.lua's JSON line) as the figures the reports use."""
-    per_second = raw["requests"] / (raw["duration_us"] / 1e6)
-    return {"requests_per_second": round(per_second, 1), "images_per_second": round(per_second * size, 1),
-            "p50_ms": round(raw["p50_us"] / 1000, 2), "p99_ms": round(raw["p99_us"] / 1000, 2),
-            "errors": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]}
-
-
-def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
-    seconds = {}
-    for process in processes:
-        try:
-            times = process.cpu_times()
-            seconds[process.pid] = times.user + times.system
-        except psutil.Error:
-            pass
-    return seconds
-
-
-def memory(processes: list[psutil.Process]) -> dict[str, Any]:
-    rss, pss = [], 0.0
-    for process in processes:
-        try:
-            info = process.memory_full_info()
-            rss.append({"name": process.name(), "rss_mib": round(info.rss / 2**20, 1)})
-            pss += info.pss
-        except psutil.Error:
-            pass
-    return {"rss_per_process_mib": rss, "tree_pss_mib": round(pss / 2**20, 1)}
-
-
-def check(server: Running, bodies: dict[str, Body], expected: np.ndarray) -> None:
+def check(server: PeerServer, bodies: dict[str, Body], expected: np.ndarray) -> None:
     """Every case's body once: the answer must match in-process ONNX Runtime before anything is timed."""
     for case, size, kind, _connections in server.spec.cases:
         path, body = case_target(server.spec, kind, size, bodies)
@@ -295,7 +164,7 @@ def check(server: Running, bodies: dict[str, Body], expected: np.ndarray) -> Non
 
 
 def one_round(spec: Spec, port: int, bodies: dict[str, Body], expected: np.ndarray) -> dict[str, Any]:
-    server = Running(spec, port)
+    server = PeerServer(spec, port)
     try:
         check(server, bodies, expected)
         before = cpu_seconds(server.tree())
@@ -358,7 +227,7 @@ def prepare() -> tuple[Path, dict[str, Body], np.ndarray]:
     model = model_path()
     with np.load(bench_mnist()[0]) as archive:
         x_test = archive["x_test"][:256]
-    return model, write_bodies(x_test), reference(model, x_test)
+    return model, case_bodies(x_test), reference(model, x_test)
 
 
 def main() -> dict[str, Any]:
@@ -386,6 +255,65 @@ def main() -> dict[str, Any]:
     else:
         write_part("peers", result)
     return result
+
+
+# (case, figure) of the comparison with the best peer: throughput per case, in the unit that case is about.
+BEST_CASES = (("A c1", "requests_per_second"), ("A c16", "requests_per_second"), ("B c1", "images_per_second"),
+              ("B c4", "images_per_second"), ("C c1", "images_per_second"), ("C c4", "images_per_second"))
+
+
+def section(peers: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: every server's cases, start, memory and CPU, then ours against the best."""
+    servers = peers["servers"]
+    cases = [[name, case, figures["requests_per_second"], figures["images_per_second"], figures["p50_ms"],
+              figures["p99_ms"], figures["errors"]]
+             for name, entry in servers.items() for case, figures in entry["cases"].items()]
+    about = [[name, entry["what"], entry["start_to_ready_seconds"], entry["tree_pss_mib"],
+              ", ".join(f"{p['name']} {p['rss_mib']}" for p in entry["rss_per_process_mib"]),
+              ", ".join(f"{p['name']} {p['cpu_seconds']}" for p in entry["cpu_per_process"])]
+             for name, entry in servers.items()]
+    versus = "ours" in servers and len(servers) > 1
+    return render("peers", measured=measured(peers), warmup=peers["warmup_seconds"], seconds=peers["seconds_per_case"],
+                  rounds=peers["rounds"],
+                  cases=table(["server", "case", "req/s", "images/s", "p50 ms", "p99 ms", "errors"], cases),
+                  servers=table(["server", "what", "start to ready s", "tree PSS MiB after load",
+                                 "RSS MiB per process", "CPU s per process during the load"], about),
+                  versus_best=fragment("peers-best", table=table(
+                      ["case", "ours", "best peer", "ours / best", "p99 ours / best"], best_rows(servers)))
+                  if versus else "")
+
+
+def ratio(mine: float, theirs: float) -> str:
+    return f"{mine / theirs:.2f}" if theirs else ""
+
+
+def best_case_row(servers: dict[str, Any], case: str, key: str) -> list[Any] | None:
+    """Ours (the better of v2 binary and .npy in case C) against the peer with the most `key` in `case`."""
+    candidates = [(name, entry["cases"][case]) for name, entry in servers.items()
+                  if name != "ours" and case in entry["cases"]]
+    if not candidates:
+        return None
+    best_name, best = max(candidates, key=lambda item: item[1][key])
+    mine, label = servers["ours"]["cases"][case], "v2 binary" if case.startswith("C") else ""
+    npy = servers["ours"]["cases"].get(f"{case} .npy")
+    if npy and npy[key] > mine[key]:
+        mine, label = npy, ".npy"
+    unit = "req/s" if key == "requests_per_second" else "images/s"
+    return [f"{case} ({unit})", f"{mine[key]} {label}".strip() + f" (p99 {mine['p99_ms']} ms)",
+            f"{best_name} {best[key]} (p99 {best['p99_ms']} ms)", ratio(mine[key], best[key]),
+            ratio(mine["p99_ms"], best["p99_ms"])]
+
+
+def best_rows(servers: dict[str, Any]) -> list[list[Any]]:
+    rows = [row for case, key in BEST_CASES if (row := best_case_row(servers, case, key))]
+    ours = servers["ours"]
+    smallest = min((entry["tree_pss_mib"], name) for name, entry in servers.items() if name != "ours")
+    fastest = min((entry["start_to_ready_seconds"], name) for name, entry in servers.items() if name != "ours")
+    rows.append(["tree PSS after load, MiB", ours["tree_pss_mib"], f"{smallest[1]} {smallest[0]}",
+                 f"{ours['tree_pss_mib'] / smallest[0]:.2f}", ""])
+    rows.append(["start to ready, s", ours["start_to_ready_seconds"], f"{fastest[1]} {fastest[0]}",
+                 ratio(ours["start_to_ready_seconds"], fastest[0]), ""])
+    return rows
 
 
 if __name__ == "__main__":

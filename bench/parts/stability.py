@@ -3,7 +3,7 @@ connections) BENCH_STABILITY_RUNS times in a row; wrk opens fresh connections ea
 run gets a new spread of connections over the workers. Reports each run and the spread of their
 throughput, (max - min) / max: issue 13 wants at most 10 %.
 
-    python -m bench.stability_bench   # writes bench/tmp/stability.json; optional part `stability` of bench.run
+    python -m bench.parts.stability   # writes bench/results/tmp/stability.json; optional part `stability` of bench.run
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import os
 from typing import Any
 
 from bench.common import load_average, write_part
-from bench.peers_bench import (
+from bench.parts.peers import (
     CASES,
     SECONDS,
     WARMUP,
-    Running,
+    PeerServer,
     case_target,
     check,
     figures,
@@ -26,6 +26,7 @@ from bench.peers_bench import (
     specs,
     wrk,
 )
+from bench.report import Parts, measured, render
 
 RUNS = int(os.environ.get("BENCH_STABILITY_RUNS", "5"))
 CASE = "A c16"
@@ -37,7 +38,7 @@ def main() -> dict[str, Any]:
     spec = specs(model, port)["ours"]
     _case, size, kind, connections = next(case for case in CASES if case[0] == CASE)
     path, body = case_target(spec, kind, size, bodies)
-    server = Running(spec, port)
+    server = PeerServer(spec, port)
     try:
         check(server, bodies, expected)
         wrk(server.url + path, body, connections, WARMUP or 1)
@@ -53,6 +54,14 @@ def main() -> dict[str, Any]:
               "spread": round((max(rates) - min(rates)) / max(rates), 3), "load_after": load_average()}
     write_part("stability", result)
     return result
+
+
+def section(check: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's paragraph (after the peers' section): each run, and their spread."""
+    return render("stability", case=check["case"], count=len(check["runs"]), measured=measured(check),
+                  seconds=check["seconds_per_run"], spread=f"{100 * check['spread']:.1f}",
+                  runs=", ".join(f"{run['requests_per_second']} req/s (p99 {run['p99_ms']} ms)"
+                                 for run in check["runs"]))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """In-process inference: the physical limit the HTTP server is measured against.
 
-Loads the model `bench.train_bench` published and times only the model call (input already
+Loads the model `bench.parts.training` published and times only the model call (input already
 scaled to the model's float32 convention) for batch 1, 32, 256 and 1000, with every
 runtime we considered. Each runtime is also run over all 10,000 test digits and compared
 with Keras' `model.predict`: the rate of agreeing argmax and the largest probability gap.
 
-    python -m bench.inference_bench   # writes bench/tmp/inference.json
+    python -m bench.parts.inference   # writes bench/results/tmp/inference.json
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import BENCH_HOME, TMP, bench_mnist, load_average, median, write_part
+from bench.report import Parts, measured, render, table
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -137,6 +138,17 @@ def main() -> dict[str, Any]:
     result = {"model_version": store.latest(), "runtimes": results, "load_after": load_average()}
     write_part("inference", result)
     return result
+
+
+def section(inference: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: latency and rate per runtime and batch, and agreement with Keras."""
+    rows = [[name, *(f"{entry['batches'][size]['latency_ms']} / {entry['batches'][size]['images_per_second']:.0f}"
+                     for size in ("1", "32", "256", "1000")),
+             f"{entry['argmax_agreement']:.4f}", f"{entry['max_probability_difference']:.1e}"]
+            for name, entry in inference["runtimes"].items()]
+    return render("inference", measured=measured(inference),
+                  table=table(["runtime", "batch 1", "batch 32", "batch 256", "batch 1000", "argmax agreement",
+                               "max prob diff"], rows))
 
 
 if __name__ == "__main__":

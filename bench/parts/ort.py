@@ -5,7 +5,7 @@ the benchmark's model.onnx, warmed up, then the median latency of batch 1, 32 an
 thread, then a mix of batch sizes up to MAX_BATCH_SIZE (what a server sees), then that
 process's RSS and PSS.
 
-    python -m bench.ort_variants [MODEL_ONNX]   # writes bench/tmp/ort.json; optional part `ort` of bench.run
+    python -m bench.parts.ort [MODEL_ONNX]   # writes bench/results/tmp/ort.json; optional part `ort` of bench.run
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import BENCH_HOME, ROOT, load_average, median, write_part
+from bench.report import Parts, measured, render, table
 
 TIMED_SIZES = (1, 32, 256)
 MIX = (1, 32, 256, 1024, 7, 100, 512, 3, 1000, 64, 300, 17)  # one server-like sequence, up to MAX_BATCH_SIZE
@@ -154,7 +155,7 @@ def main() -> dict[str, Any]:
         order = list(VARIANTS) if round_number % 2 == 0 else list(reversed(VARIANTS))  # a busy spell hits all
         for variant in order:
             env = {**os.environ, **(MALLOC_ENV if variant == "malloc_tuned" else {})}
-            output = subprocess.run([sys.executable, "-m", "bench.ort_variants", "--child", variant, str(path)],
+            output = subprocess.run([sys.executable, "-m", "bench.parts.ort", "--child", variant, str(path)],
                                     capture_output=True, text=True, env=env, check=True).stdout
             entry = json.loads(output.strip().splitlines()[-1])
             runs[variant].append(entry)
@@ -168,6 +169,20 @@ def main() -> dict[str, Any]:
               "mix": list(MIX), "mix_rounds": MIX_ROUNDS, "variants": variants, "load_after": load_average()}
     write_part("ort", result)
     return result
+
+
+def section(ort: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: CPU and wall time per variant and batch, and memory after a mix of batches."""
+    from server.backends import RUN_SLICE
+
+    rows = [[name, entry["what"], *(f"{entry['cpu_ms'][size]} / {entry['latency_ms'][size]}" for size in ("1", "32",
+                                                                                                          "256")),
+             entry["memory_after_mix"]["rss_mib"], entry["memory_after_mix"]["pss_mib"]]
+            for name, entry in ort["variants"].items()]
+    return render("ort", measured=measured(ort), rounds=ort.get("rounds", 1), mix_rounds=ort["mix_rounds"],
+                  mix=", ".join(map(str, ort["mix"])), run_slice=RUN_SLICE,
+                  table=table(["variant", "what", "batch 1 CPU / wall ms", "batch 32", "batch 256", "RSS MiB after mix",
+                               "PSS MiB after mix"], rows))
 
 
 if __name__ == "__main__":

@@ -2,29 +2,32 @@
 
 Starts our server (docker-compose.yml's settings), drives case A (batch 1 v2 JSON, 16
 connections) with wrk, samples one worker with py-spy for BENCH_PROFILE_SECONDS and writes the
-flame graph to bench/profile-request.svg and its largest frames (inclusive share of the samples)
-to bench/profile-request.txt.
+flame graph to bench/results/profiles/profile-request.svg and its largest frames (inclusive share of the
+samples) to bench/results/profiles/profile-request.txt, which results.md quotes.
 
-    python -m bench.profile_request
+    python -m bench.run --only profile   # or python -m bench.parts.profile
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import subprocess
-import sys
 import threading
+from typing import Any
 
-import numpy as np
+from bench.common import PROFILES, ROOT, py_spy, write_part
+from bench.lib.bodies import case_bodies, test_digits
+from bench.lib.ours import V2_INFER, launch
+from bench.lib.processes import Running, free_port
+from bench.lib.wrk import wrk
+from bench.report import Parts, code, render
 
-from bench.common import ROOT, bench_mnist, children_of, py_spy
-from bench.peers_bench import BENCH_HOME, COMPOSE_SERVER_ENV, Running, Spec, free_port, write_bodies, wrk
-
-SECONDS = 10
-SVG = ROOT / "bench" / "profile-request.svg"
-SUMMARY = ROOT / "bench" / "profile-request.txt"
+SECONDS = int(os.environ.get("BENCH_PROFILE_SECONDS", "10"))
+SVG = PROFILES / "profile-request.svg"
+SUMMARY = PROFILES / "profile-request.txt"
 # Frames worth reading in the summary: ours, the WSGI/HTTP layers, the model call, JSON and NumPy.
 INTERESTING = ("server/", "flask/", "werkzeug/", "gunicorn/", "onnxruntime", "json", "numpy", "socket")
 
@@ -39,20 +42,17 @@ def frames(svg: str) -> dict[str, float]:
     return shares
 
 
-def main() -> None:
+def main() -> dict[str, Any]:
     spy = py_spy()
     if spy is None:
         raise SystemExit("py-spy not found (requirements/bench.txt)")
-    with np.load(bench_mnist()[0]) as archive:
-        body = write_bodies(archive["x_test"][:256])["json-1"]
+    body = case_bodies(test_digits(256))["json-1"]
     port = free_port()
-    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "BIND_HOST": "127.0.0.1", "PORT": str(port)}
-    server = Running(Spec("ours", "", [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py",
-                                       "server.wsgi:app"], "/readyz", env=env), port)
+    server = Running(launch("ours", port), port)
     try:
-        url = server.url + "/v2/models/mnist/infer"
+        url = server.url + V2_INFER
         wrk(url, body, 16, 2)  # warm-up
-        worker = children_of(server.process.pid)[0]
+        worker = server.workers()[0].pid
         figures: dict[str, object] = {}
         load = threading.Thread(target=lambda: figures.update(wrk(url, body, 16, SECONDS + 4)))
         load.start()
@@ -70,8 +70,22 @@ def main() -> None:
     lines += [f"{share:6.2f}%  {name}" for name, share in sorted(shares.items(), key=lambda item: -item[1])
               if share >= 0.8 and any(key in name for key in INTERESTING)]
     SUMMARY.write_text("\n".join(lines) + "\n")
-    print(SUMMARY.read_text())
+    print(SUMMARY.read_text(), flush=True)
+    result = {"requests_per_second": round(rate, 1), "seconds": SECONDS, "summary": str(SUMMARY.relative_to(ROOT)),
+              "svg": str(SVG.relative_to(ROOT))}
+    write_part("profile", result)
+    return result
+
+
+def section(part: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: the summary's largest frames, with the flame graph named beside it."""
+    path = ROOT / part["summary"]
+    if not path.is_file():
+        return []
+    title, *lines = path.read_text().splitlines()
+    return render("profile", title=title.lstrip("# "), svg=part["svg"],
+                  listing=code([line for line in lines if line.strip()][:30]))
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(main()))

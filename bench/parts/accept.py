@@ -6,7 +6,7 @@ or one shared socket, where our workers accept by least connections: server/bala
 starts our server once, then runs wrk (16 connections, batch 1 JSON) BENCH_ACCEPT_RUNS times; wrk
 opens fresh connections each run. Mid-run it counts each worker's established connections (psutil).
 
-    python -m bench.accept_bench   # writes bench/tmp/accept.json; optional part `accept` of bench.run
+    python -m bench.parts.accept   # writes bench/results/tmp/accept.json; optional part `accept` of bench.run
 """
 
 from __future__ import annotations
@@ -19,8 +19,11 @@ from typing import Any
 
 import psutil
 
-from bench.common import ROOT, TMP, children_of, load_average, median, write_part
-from bench.http_bench import COMPOSE_SERVER_ENV, Server, write_bodies, wrk
+from bench.common import ROOT, TMP, load_average, median, write_part
+from bench.lib.ours import COMPOSE_SERVER_ENV, server_layout
+from bench.lib.wrk import Body, errors, requests_per_second
+from bench.parts.http import Server, write_bodies, wrk
+from bench.report import Parts, measured, render, table
 
 RUNS = int(os.environ.get("BENCH_ACCEPT_RUNS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "4"))
@@ -37,39 +40,38 @@ def config_file(reuse_port: bool) -> Path:
     return path
 
 
-def connections_per_worker(master: int, port: int) -> list[int]:
+def connections_per_worker(server: Server) -> list[int]:
     counts = []
-    for pid in children_of(master):
+    for process in server.workers():
         try:
-            process = psutil.Process(pid)
             # net_connections since psutil 6; the kserve client in the dev requirements may hold psutil at 5.
             sockets = getattr(process, "net_connections", getattr(process, "connections", None))(kind="tcp")
         except psutil.Error:
             continue
-        counts.append(sum(1 for c in sockets if c.status == "ESTABLISHED" and c.laddr.port == port))
+        counts.append(sum(1 for c in sockets if c.status == "ESTABLISHED" and c.laddr.port == server.port))
     return sorted(counts, reverse=True)
 
 
-def count_into(found: list[int], master: int, port: int) -> None:
-    found.extend(connections_per_worker(master, port))
+def count_into(found: list[int], server: Server) -> None:
+    found.extend(connections_per_worker(server))
 
 
-def measure(workers: int, threads: int, reuse_port: bool, body: Path) -> dict[str, Any]:
+def measure(workers: int, threads: int, reuse_port: bool, body: Body) -> dict[str, Any]:
     env = {**COMPOSE_SERVER_ENV, "WEB_CONCURRENCY": str(workers), "THREADS": str(threads)}
     server = Server(f"accept-{workers}x{threads}-{reuse_port}", ["-c", str(config_file(reuse_port)),
                                                                   "server.wsgi:app"], env)
     runs = []
     try:
-        server.check(body, "application/json", 1)
+        server.check(body, 1)
         for _ in range(RUNS):
             spread: list[int] = []
-            timer = threading.Timer(SECONDS / 2, count_into, (spread, server.process.pid, server.port))
+            timer = threading.Timer(SECONDS / 2, count_into, (spread, server))
             timer.start()
-            raw = wrk(server.url, body, "application/json", CONNECTIONS, SECONDS)
+            raw = wrk(server.url, body, CONNECTIONS, SECONDS)
             timer.join()
-            runs.append({"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
-                         "p99_ms": round(raw["p99_us"] / 1000, 2), "errors": raw["socket_errors"] + raw["timeouts"]
-                         + raw["non_2xx"], "connections_per_worker": spread})
+            runs.append({"requests_per_second": round(requests_per_second(raw), 1),
+                         "p99_ms": round(raw["p99_us"] / 1000, 2), "errors": errors(raw),
+                         "connections_per_worker": spread})
     finally:
         server.stop()
     rates = [run["requests_per_second"] for run in runs]
@@ -94,6 +96,18 @@ def main() -> dict[str, Any]:
               "load_after": load_average()}
     write_part("accept", result)
     return result
+
+
+def section(accept: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: req/s and p99 per layout, and how the connections spread each run."""
+    rows = [[name, entry["median_requests_per_second"],
+             f"{entry['min_requests_per_second']} - {entry['max_requests_per_second']}", entry["median_p99_ms"],
+             "; ".join("/".join(map(str, run["connections_per_worker"])) for run in entry["runs"])]
+            for name, entry in accept["layouts"].items()]
+    return render("accept", measured=measured(accept), connections=accept["connections"], runs=accept["runs"],
+                  seconds=accept["seconds_per_run"], layout=server_layout(),
+                  table=table(["layout", "median req/s", "min - max req/s", "median p99 ms",
+                               "connections per worker, each run"], rows))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The two model recipes side by side (MODEL_RECIPE=seed|improved, issue 27), on this machine's CPU.
 
-    python -m bench.recipes_bench            # BENCH_RECIPE_SEEDS (default 1,2,3) x both recipes -> recipes part
+    python -m bench.parts.recipes            # BENCH_RECIPE_SEEDS (default 1,2,3) x both recipes -> recipes part
     python -m bench.run --only recipes       # the same, then regenerates bench/results.md
 
 Each run is its own process (TensorFlow backend, TRAIN_PRECISION=auto, the defaults' epochs and
@@ -14,7 +14,7 @@ trainer (ragged last batches), for the fixed-shapes comparison (issue 27 part 1)
 BENCH_RECIPE_BEFORE_EPOCHS epochs (default 2) against the same number for ours
 (BENCH_RECIPE_SUBSET=N: on the first N images).
 
-Every finished run is also appended to bench/tmp/recipes-runs.jsonl, so a comparison cut short
+Every finished run is also appended to bench/results/tmp/recipes-runs.jsonl, so a comparison cut short
 keeps what it measured: `--collect` writes the part from those runs (timing both recipes' ONNX
 models afresh when a run lacks it), adding `--shapes`' separate before/after result if present.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, TMP, bench_mnist, load_average, median, run_json, write_part
+from bench.report import Parts, fragment, measured, render, table
 
 TARGET_ACCURACY = 0.995
 # Every finished run is appended here too: a long comparison cut short keeps what it measured.
@@ -142,7 +143,7 @@ def main() -> dict[str, Any]:
         order = RECIPES if round_index % 2 == 0 else RECIPES[::-1]
         for recipe in order:
             print(f"recipes_bench: {recipe}, seed {seed}, {epochs} epochs (load {load_average()})", flush=True)
-            runs[recipe].append(run_json(["-m", "bench.recipes_bench", "--one", recipe, str(seed), str(epochs)]))
+            runs[recipe].append(run_json(["-m", "bench.parts.recipes", "--one", recipe, str(seed), str(epochs)]))
     result = summarise(runs, epochs)
     revision = os.environ.get("BENCH_RECIPE_BEFORE")
     if revision:
@@ -162,7 +163,7 @@ def collect() -> dict[str, Any]:
         # Runs read back from logs have no ONNX figures. Inference time depends on the architecture, not
         # the weights, so both recipes are timed afresh, side by side, on models trained on a slice.
         for recipe in RECIPES:
-            timing = run_json(["-m", "bench.recipes_bench", "--one", recipe, "1", "1"],
+            timing = run_json(["-m", "bench.parts.recipes", "--one", recipe, "1", "1"],
                               env={"BENCH_RECIPE_SUBSET": "512", "BENCH_RECIPE_NO_RECORD": "1"})
             result["sides"][recipe]["onnx_ms"] = timing["onnx_ms"]
         result["onnx_timing"] = "models of each recipe trained on 512 images for 1 epoch, timed one after the other"
@@ -202,7 +203,7 @@ def shapes_comparison(revision: str, epochs: int) -> dict[str, Any]:
         for side in ("before", "after") if round_index == 0 else ("after", "before"):
             print(f"recipes_bench: shapes, {side} ({revision if side == 'before' else 'this checkout'}),"
                   f" {epochs} epochs (load {load_average()})", flush=True)
-            args = ["-m", "bench.recipes_bench", "--one", "before" if side == "before" else "seed", "1", str(epochs)]
+            args = ["-m", "bench.parts.recipes", "--one", "before" if side == "before" else "seed", "1", str(epochs)]
             runs[side].append(run_json(args, env=env if side == "before" else None))
     images = int(os.environ.get("BENCH_RECIPE_SUBSET", "0")) or 60000
     return {"revision": revision, "epochs": epochs, "train_images": images,
@@ -223,7 +224,7 @@ def cost_comparison(rounds: int = 2, epochs: int = 2) -> dict[str, Any]:
         for recipe in RECIPES if round_index % 2 == 0 else RECIPES[::-1]:
             print(f"recipes_bench: cost, {recipe}, {epochs} epochs on {images} images (load {load_average()})",
                   flush=True)
-            runs[recipe].append(run_json(["-m", "bench.recipes_bench", "--one", recipe, "1", str(epochs)],
+            runs[recipe].append(run_json(["-m", "bench.parts.recipes", "--one", recipe, "1", str(epochs)],
                                          env={"BENCH_RECIPE_NO_RECORD": "1"}))
     cpu = {recipe: median([run["training_cpu_seconds"] for run in entries]) for recipe, entries in runs.items()}
     wall = {recipe: median([run["training_seconds"] for run in entries]) for recipe, entries in runs.items()}
@@ -234,78 +235,57 @@ def cost_comparison(rounds: int = 2, epochs: int = 2) -> dict[str, Any]:
                                     for recipe, entries in runs.items()}}
 
 
-def section(part: dict[str, Any]) -> list[str]:
-    """The bench/results.md section of the recipes part."""
+def section(part: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: accuracy, time and serving cost of both recipes, and the targets."""
     sides = part["sides"]
-    rows = []
-    for recipe, side in sides.items():
-        rows.append([
-            recipe, ", ".join(f"{seed}: {accuracy:.4f}" for seed, accuracy in side["accuracy_per_seed"].items()),
-            f"{side['median_accuracy']:.4f}", f"{side['median_training_seconds']:.1f}",
-            f"{side['first_epoch_median_seconds']:.1f} / {side['later_epochs_median_seconds']:.1f}",
-            f"{side['parameters']:,}", f"{side['onnx_ms']['batch_1']:.3f}", f"{side['onnx_ms']['batch_256']:.2f}",
-        ])
-    seed_ms, improved_ms = sides["seed"]["onnx_ms"], sides["improved"]["onnx_ms"]
-    cpu_ratio = f", {part['cpu_time_ratio']:.3f} in CPU seconds" if part.get("cpu_time_ratio") else ""
-    per_seed = ", ".join(f"seed {seed}: {ratio:.3f}" for seed, ratio in part.get("time_ratio_per_seed", {}).items())
-    from_log = [f"{recipe} seed {run['seed']}" for recipe, side in sides.items() for run in side["runs"]
-                if "source" in run]
     cost = part.get("cost")
     accuracy_met = sides["improved"]["median_accuracy"] >= part["target_accuracy"]
     # The CPU-seconds comparison, where measured, is the one a loaded machine disturbs least.
     time_ratio = cost["cpu_ratio"] if cost else part["time_ratio"]
-    lines = [
-        "",
-        f"## Model recipes: seed vs improved ({part.get('measured_at', '')})",
-        "",
-        "| recipe | test accuracy per seed | median | training s (median) | s/epoch first / later | parameters"
-        " | ONNX ms batch 1 | ONNX ms batch 256 |",
-        "|---|---|---|---|---|---|---|---|",
-        *["| " + " | ".join(row) + " |" for row in rows],
-        "",
-        f"{part['epochs']} epochs each, TensorFlow on this machine's CPU, runs alternating the order seed by seed"
-        f" (`python -m bench.run --only recipes`). Improved / seed training time: **{part['time_ratio']:.3f}**"
-        f" in wall seconds{cpu_ratio} (per seed, same round: {per_seed})."
-        f" Accuracy target (improved median >= {part['target_accuracy']} over {len(sides['improved']['runs'])}"
-        f" seeds): **{'met' if accuracy_met else 'not met'}** ({sides['improved']['median_accuracy']:.4f})."
-        f" Time target (improved no slower than seed at the same epochs): **{'met' if time_ratio <= 1 else 'not met'}**"
-        f" (x{time_ratio:.3f}{' in CPU seconds, below' if cost else ''}). Serving cost of the improved"
-        f" model (server's ONNX Runtime code, 1 thread): x{improved_ms['batch_1'] / seed_ms['batch_1']:.2f} at"
-        f" batch 1, x{improved_ms['batch_256'] / seed_ms['batch_256']:.2f} at batch 256. Recipes: docs/training.md.",
-        "",
-    ]
-    if cost:
-        lines += [f"Training cost side by side in CPU seconds (all threads; what other load disturbs least),"
-                  f" {cost['epochs']} epochs on {cost['train_images']:,} images, medians of {cost['rounds']}"
-                  f" alternating runs: seed {cost['cpu_seconds']['seed']:.1f} s, improved"
-                  f" {cost['cpu_seconds']['improved']:.1f} s, improved / seed **{cost['cpu_ratio']:.3f}**"
-                  f" (wall {cost['wall_ratio']:.3f}).", ""]
-    if part.get("onnx_timing"):
-        lines += [f"ONNX timings: {part['onnx_timing']}.", ""]
-    if from_log:
-        lines += [f"Runs read back from their epoch log lines (started before runs were recorded one by one; no ONNX"
-                  f" or CPU-time figures): {', '.join(from_log)}.", ""]
-    shapes = part.get("shapes")
-    if shapes:
-        def trace_text(side: dict[str, Any]) -> str:
-            return ", ".join(f"{name} {count}" for name, count in side["traces"].items())
+    seed_ms, improved_ms = sides["seed"]["onnx_ms"], sides["improved"]["onnx_ms"]
+    from_log = [f"{recipe} seed {run['seed']}" for recipe, side in sides.items() for run in side["runs"]
+                if "source" in run]
+    return render(
+        "recipes", measured_at=part.get("measured_at", ""), table=recipe_table(sides), epochs=part["epochs"],
+        time_ratio=f"{part['time_ratio']:.3f}",
+        cpu_ratio=f", {part['cpu_time_ratio']:.3f} in CPU seconds" if part.get("cpu_time_ratio") else "",
+        per_seed=", ".join(f"seed {seed}: {ratio:.3f}" for seed, ratio in part.get("time_ratio_per_seed", {}).items()),
+        target_accuracy=part["target_accuracy"], improved_runs=len(sides["improved"]["runs"]),
+        accuracy_met="met" if accuracy_met else "not met",
+        improved_accuracy=f"{sides['improved']['median_accuracy']:.4f}",
+        time_met="met" if time_ratio <= 1 else "not met",
+        time_compared=f"{time_ratio:.3f}" + (" in CPU seconds, below" if cost else ""),
+        cost_1=f"{improved_ms['batch_1'] / seed_ms['batch_1']:.2f}",
+        cost_256=f"{improved_ms['batch_256'] / seed_ms['batch_256']:.2f}",
+        cost=fragment("recipes-cost", epochs=cost["epochs"], images=f"{cost['train_images']:,}", rounds=cost["rounds"],
+                      seed=f"{cost['cpu_seconds']['seed']:.1f}", improved=f"{cost['cpu_seconds']['improved']:.1f}",
+                      ratio=f"{cost['cpu_ratio']:.3f}", wall_ratio=f"{cost['wall_ratio']:.3f}") if cost else "",
+        onnx_timing=f"ONNX timings: {part['onnx_timing']}." if part.get("onnx_timing") else "",
+        from_log="Runs read back from their epoch log lines (started before runs were recorded one by one; no ONNX or"
+                 f" CPU-time figures): {', '.join(from_log)}." if from_log else "",
+        shapes=shapes_fragment(part["shapes"]) if part.get("shapes") else "")
 
-        lines += [
-            f"### Fixed shapes: before ({shapes['revision']}) vs after, seed recipe, {shapes['epochs']} epochs on"
-            f" {shapes.get('train_images', 60000):,} images",
-            "",
-            "| side | traced programs | s/epoch first | s/epoch later | training s | test accuracy |",
-            "|---|---|---|---|---|---|",
-            *[f"| {name} | {trace_text(side)} | {side['first_epoch_median_seconds']:.1f}"
-              f" | {side['later_epochs_median_seconds']:.1f} | {side['median_training_seconds']:.1f}"
-              f" | {side['median_accuracy']:.4f} |" for name, side in (("before", shapes["before"]),
-                                                                       ("after", shapes["after"]))],
-            "",
-            "Traced programs = calls of Keras' train/test/predict step functions, which run once per new input"
-            " shape (a TensorFlow graph, or an XLA program under JAX). Medians of 2 alternating runs.",
-            "",
-        ]
-    return lines
+
+def recipe_table(sides: dict[str, Any]) -> str:
+    return table(["recipe", "test accuracy per seed", "median", "training s (median)", "s/epoch first / later",
+                  "parameters", "ONNX ms batch 1", "ONNX ms batch 256"], [
+        [recipe, ", ".join(f"{seed}: {accuracy:.4f}" for seed, accuracy in side["accuracy_per_seed"].items()),
+         f"{side['median_accuracy']:.4f}", f"{side['median_training_seconds']:.1f}",
+         f"{side['first_epoch_median_seconds']:.1f} / {side['later_epochs_median_seconds']:.1f}",
+         f"{side['parameters']:,}", f"{side['onnx_ms']['batch_1']:.3f}", f"{side['onnx_ms']['batch_256']:.2f}"]
+        for recipe, side in sides.items()])
+
+
+def shapes_fragment(shapes: dict[str, Any]) -> str:
+    """Traced programs and times before and after the fixed-shapes change."""
+    rows = [[name, ", ".join(f"{fn} {count}" for fn, count in side["traces"].items()),
+             f"{side['first_epoch_median_seconds']:.1f}", f"{side['later_epochs_median_seconds']:.1f}",
+             f"{side['median_training_seconds']:.1f}", f"{side['median_accuracy']:.4f}"]
+            for name, side in (("before", shapes["before"]), ("after", shapes["after"]))]
+    return fragment("recipes-shapes", revision=shapes["revision"], epochs=shapes["epochs"],
+                    images=f"{shapes.get('train_images', 60000):,}",
+                    table=table(["side", "traced programs", "s/epoch first", "s/epoch later", "training s",
+                                 "test accuracy"], rows))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""Our server as the benchmarks start it: gunicorn with server/gunicorn.conf.py and docker-compose.yml's settings."""
+
+from __future__ import annotations
+
+import sys
+
+from bench.common import BENCH_HOME
+from bench.lib.processes import Launch
+
+# docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
+COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
+                      "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
+# Parts measured before they recorded their layout ran with THREADS=2, the default until then.
+EARLIER_LAYOUT = "2 gthread workers x 2 threads"
+V2_INFER = "/v2/models/mnist/infer"
+
+
+def server_layout(env: dict[str, str] = COMPOSE_SERVER_ENV) -> str:
+    """The server's processes and threads, as reports name them (saved with each part that starts our server)."""
+    return f"{env['WEB_CONCURRENCY']} gthread workers x {env['THREADS']} thread(s)"
+
+
+def launch(name: str, port: int, config: str = "server/gunicorn.conf.py", **settings: str) -> Launch:
+    """Our server on 127.0.0.1:`port` serving the benchmark's model, compose's settings overridden by `settings`."""
+    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2", "BIND_HOST": "127.0.0.1",
+           "PORT": str(port), **settings}
+    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", config, "server.wsgi:app"], "/readyz", env=env)
