@@ -22,18 +22,19 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter("mnist_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
+# Both transports record requests in these two families, told apart by `protocol` ("http" for gunicorn's
+# routes, "grpc" for server/transports/grpc_server.py), so one query or alert rule covers both. `status` is
+# what the client saw: the HTTP status code, or the gRPC status code's name (OK, INVALID_ARGUMENT, ...).
+# Every label value comes from a fixed set (routes are URL rules or the service's method paths).
+REQUESTS = Counter("mnist_requests_total", "Requests answered (HTTP and gRPC)",
+                   ["protocol", "method", "route", "status"])
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-LATENCY = Histogram("mnist_http_request_duration_seconds", "Time to answer a request", ["route"],
-                    buckets=LATENCY_BUCKETS)
+LATENCY = Histogram("mnist_request_duration_seconds", "Time to answer a request (HTTP and gRPC)",
+                    ["protocol", "route"], buckets=LATENCY_BUCKETS)
 BATCH_SIZE = Histogram(
     "mnist_inference_batch_size", "Images per inference call",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
 )
-# The gRPC server's calls (server/transports/grpc_server.py): per method and gRPC status code.
-GRPC_REQUESTS = Counter("mnist_grpc_requests_total", "gRPC calls answered", ["method", "code"])
-GRPC_LATENCY = Histogram("mnist_grpc_request_duration_seconds", "Time to answer a gRPC call", ["method"],
-                         buckets=LATENCY_BUCKETS)
 # Adaptive batching (server/batching.py, BATCHING=true): what each merged call held and how long requests waited.
 BATCHED_IMAGES = Histogram(
     "mnist_batching_batch_images", "Images per merged model call",
@@ -76,12 +77,16 @@ def install(app: Flask) -> None:
 
     @app.after_request
     def count(response: Response) -> Response:
-        route = _route()
-        REQUESTS.labels(method_label(request.method), route, str(response.status_code)).inc()
         started = g.get("metrics_started")
-        if started is not None:
-            LATENCY.labels(route).observe(time.perf_counter() - started)
+        observe_request("http", method_label(request.method), _route(), str(response.status_code), started)
         return response
+
+
+def observe_request(protocol: str, method: str, route: str, status: str, started: float | None) -> None:
+    """One answered request (`started`: its time.perf_counter() at arrival, None when unknown)."""
+    REQUESTS.labels(protocol, method, route, status).inc()
+    if started is not None:
+        LATENCY.labels(protocol, route).observe(time.perf_counter() - started)
 
 
 def render() -> tuple[bytes, str]:

@@ -164,8 +164,7 @@ class Pipeline:
         request_log.note(environ, route=route.rule, protocol=route.codec)
         method = environ.get("REQUEST_METHOD", "")
         status, (body, headers) = self._answer(environ, method, route, version)
-        metrics.REQUESTS.labels(metrics.method_label(method), route.rule, str(status)).inc()
-        metrics.LATENCY.labels(route.rule).observe(time.perf_counter() - started)
+        metrics.observe_request("http", metrics.method_label(method), route.rule, str(status), started)
         start_response(f"{status} {HTTPStatus(status).phrase}",
                        [*headers.items(), ("Content-Length", str(len(body)))])
         return [body] if method != "HEAD" else []

@@ -132,8 +132,7 @@ def _guarded(method: str, answer: Handler) -> Handler:
             log.exception("unhandled error in %s (request id %s): %s", method, rid, error)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
         finally:
-            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
-            metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+            metrics.observe_request("grpc", "POST", route, code.name, started)  # every gRPC call is an HTTP/2 POST
             request_log.write(request_log.log, rid, method, route, code.name, started, request.ByteSize(),
                               response.ByteSize() if response is not None else 0,
                               {**_answer_notes(response), "protocol": "grpc"}, context.peer(),

@@ -88,8 +88,11 @@ def test_kserve_inference_grpc_client(server, digits) -> None:
 def test_metrics_count_calls_per_method_and_status(server, digits) -> None:
     run_client("kserve", server, digits[0])
     text = requests.get(f"http://127.0.0.1:{server.env['GRPC_METRICS_PORT']}/metrics", timeout=10).text
-    assert 'mnist_grpc_requests_total{code="OK",method="ModelInfer"}' in text
-    assert 'mnist_grpc_request_duration_seconds_count{method="ServerLive"}' in text
+    # The HTTP routes' families with protocol "grpc", the route the method's path, status the gRPC code's name.
+    assert ('mnist_requests_total{method="POST",protocol="grpc",route="/inference.GRPCInferenceService/ModelInfer",'
+            'status="OK"}') in text
+    assert ('mnist_request_duration_seconds_count{protocol="grpc",'
+            'route="/inference.GRPCInferenceService/ServerLive"}') in text
     assert "mnist_inference_batch_size_count" in text
 
 

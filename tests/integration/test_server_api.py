@@ -273,9 +273,9 @@ def test_metrics_aggregate_both_workers(server) -> None:
         requests.get(server.url + "/healthz", timeout=5)
     assert requests.post(server.url + "/predict", json={"instances": []}, timeout=5).status_code == 400
     text = requests.get(server.url + "/metrics", timeout=5).text
-    assert re.search(r'mnist_http_requests_total\{method="GET",route="/healthz",status="200"\} (\d+)', text)
-    assert 'mnist_http_requests_total{method="POST",route="/predict",status="400"}' in text
-    assert 'mnist_http_request_duration_seconds_bucket{le="0.005",route="/predict"}' in text
+    assert re.search(r'mnist_requests_total\{method="GET",protocol="http",route="/healthz",status="200"\} (\d+)', text)
+    assert 'mnist_requests_total{method="POST",protocol="http",route="/predict",status="400"}' in text
+    assert 'mnist_request_duration_seconds_bucket{le="0.005",protocol="http",route="/predict"}' in text
     assert re.search(r"mnist_inference_batch_size_count \d+", text)
     served = re.findall(r'mnist_model_served_version\{pid="(\d+)"\} 1\.0', text)
     assert len(set(served)) == 2, f"expected a served-version gauge per worker:\n{text}"

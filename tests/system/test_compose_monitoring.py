@@ -50,7 +50,7 @@ def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
             return sorted(float(sample["value"][1]) for sample in data["result"]) == [1.0, 1.0]
         _until(prometheus, _query('up{job="mnist-server"}'), both_up, "both server replicas up")
         _until(prometheus, _query('up{job="haproxy"} == 1'), lambda data: len(data["result"]) == 1, "HAProxy up")
-        _until(prometheus, _query('mnist_http_requests_total{route="/models", status="200"}'),
+        _until(prometheus, _query('mnist_requests_total{protocol="http", route="/models", status="200"}'),
                lambda data: len(data["result"]) >= 1, "the server's request counter")
 
         replica = stack.run("ps", "-q", "server").split()[0]

@@ -11,9 +11,10 @@ def test_invented_methods_are_counted_as_other(client):
     exposition = generate_latest().decode()
     for method in ("BREW", "XQZT", "PROPFIND"):
         assert f'method="{method}"' not in exposition
-    assert 'mnist_http_requests_total{method="other",route="unmatched",status="405"}' in exposition
+    assert 'mnist_requests_total{method="other",protocol="http",route="unmatched",status="405"}' in exposition
 
 
 def test_standard_methods_keep_their_label(client):
     client.get("/healthz")
-    assert 'mnist_http_requests_total{method="GET",route="/healthz",status="200"}' in generate_latest().decode()
+    expected = 'mnist_requests_total{method="GET",protocol="http",route="/healthz",status="200"}'
+    assert expected in generate_latest().decode()

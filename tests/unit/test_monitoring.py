@@ -57,4 +57,5 @@ def test_dashboard_queries_name_the_server_and_a_datasource_input() -> None:
     dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
     expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
     assert len(expressions) >= 8
-    assert all('job="mnist-server"' in expression for expression in expressions)
+    # Every panel covers gunicorn's replicas and the gRPC processes (prometheus.yml's two jobs).
+    assert all('job=~"mnist-server|mnist-grpc"' in expression for expression in expressions)

@@ -185,8 +185,9 @@ def test_v2_infer_is_answered_without_flask_and_keeps_its_contract(app, client, 
     monkeypatch.setattr(plane, "infer", lambda request: contexts.append(flask.has_request_context()) or infer(request))
     def counts() -> list[float | None]:
         return [REGISTRY.get_sample_value(name, labels) for rule in (SERVED_RULE, VERSION_RULE)
-                for name, labels in (("mnist_http_requests_total", {"method": "POST", "route": rule, "status": "200"}),
-                                     ("mnist_http_request_duration_seconds_count", {"route": rule}))]
+                for name, labels in (("mnist_requests_total", {"protocol": "http", "method": "POST", "route": rule,
+                                                           "status": "200"}),
+                                     ("mnist_request_duration_seconds_count", {"protocol": "http", "route": rule}))]
 
     before = [count or 0.0 for count in counts()]
     body, headers = v2_binary(DIGITS)
