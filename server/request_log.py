@@ -174,7 +174,8 @@ class RequestLog:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         started = time.perf_counter()
-        traced = tracing.ServerSpan(environ, environ.get("REQUEST_METHOD", "")) if tracing.enabled() else None
+        method = environ.get("REQUEST_METHOD", "")
+        traced = tracing.ServerSpan(environ, method, {"http.request.method": method}) if tracing.enabled() else None
         rid = environ[REQUEST_ID] = request_id(environ, traced.trace_id if traced is not None else None)
         notes: dict[str, Any] = {}
         environ[_NOTES] = notes
@@ -193,7 +194,8 @@ class RequestLog:
         def finish(sent: int) -> None:
             fields = self._write(environ, notes, rid, state["status"], started, counted.count if counted else 0, sent)
             if traced is not None:
-                traced.end(fields["route"], fields["status"], fields)
+                traced.end({"http.route": fields["route"], "http.response.status_code": fields["status"]}, fields,
+                           error=fields["status"] >= 500, name=f"{method} {fields['route']}")
 
         try:
             body = self.app(environ, start)

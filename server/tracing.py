@@ -6,14 +6,16 @@ Spans are sent over OTLP/HTTP (protobuf) by the SDK's batch processor, from a th
 Off, `span()` is a constant null context and nothing of the SDK is imported, so the request path pays one
 flag check per span (measured by `python -m bench.run --only observability`). One request gives a server
 span (the request log's middleware starts it, continuing an incoming W3C `traceparent`) with child spans for
-the body read, decode, queue/batch or model run, and encode, carrying the model version and batch size.
+the body read, decode, queue/batch or model run, and encode, carrying the model version and batch size. A
+gRPC call (server/transports/grpc_server.py) gives the same, its `traceparent` read from the call's metadata
+and its "read message" span the protobuf parse of the call's bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 SERVICE_NAME = "mnist-server"
@@ -81,16 +83,32 @@ class _EnvironGetter:
         return [key[5:].lower().replace("_", "-") for key in carrier if key.startswith("HTTP_")]
 
 
-class ServerSpan:
-    """The request's span: started (continuing an incoming traceparent) and made current by the request log
-    middleware around the app call, ended when the response is done. None of it runs while tracing is off."""
+class _MetadataGetter:
+    """Reads the same keys from gRPC invocation metadata ((key, value) pairs, keys lower case)."""
 
-    def __init__(self, environ: Mapping[str, Any], method: str) -> None:
+    def get(self, carrier: Sequence[tuple[str, Any]], key: str) -> list[str] | None:
+        values = [value for name, value in carrier if name == key and isinstance(value, str)]
+        return values or None
+
+    def keys(self, carrier: Sequence[tuple[str, Any]]) -> list[str]:
+        return [name for name, _value in carrier]
+
+
+ENVIRON = _EnvironGetter()
+METADATA = _MetadataGetter()
+
+
+class ServerSpan:
+    """One request's span: started (continuing an incoming traceparent read by `getter` from `carrier`) and
+    made current by the transport around the call, ended when the answer is done. The HTTP request log
+    middleware and the gRPC service make one each; none of it runs while tracing is off."""
+
+    def __init__(self, carrier: Any, name: str, attributes: Mapping[str, Any], getter: Any = ENVIRON) -> None:
         from opentelemetry import context, propagate, trace
 
-        parent = propagate.extract(environ, getter=_EnvironGetter())
-        self.span = _tracer.start_span(method, context=parent, kind=trace.SpanKind.SERVER,
-                                       attributes={"http.request.method": method})
+        parent = propagate.extract(carrier, getter=getter)
+        self.span = _tracer.start_span(name, context=parent, kind=trace.SpanKind.SERVER,
+                                       attributes=dict(attributes))
         self._token = context.attach(trace.set_span_in_context(self.span, parent))
         self._context = context
 
@@ -101,15 +119,17 @@ class ServerSpan:
     def detach(self) -> None:
         self._context.detach(self._token)
 
-    def end(self, route: str, status: int, fields: Mapping[str, Any]) -> None:
+    def end(self, attributes: Mapping[str, Any], fields: Mapping[str, Any], error: bool,
+            name: str | None = None) -> None:
+        """Set the answer's `attributes` and the request line's `fields` (as mnist.*), rename, end."""
         from opentelemetry.trace import Status, StatusCode
 
-        self.span.update_name(f"{self.span.name} {route}")
-        self.span.set_attribute("http.route", route)
-        self.span.set_attribute("http.response.status_code", status)
+        if name is not None:
+            self.span.update_name(name)
+        self.span.set_attributes(dict(attributes))
         for key in ("request_id", "model_version", "images", "protocol"):
             if fields.get(key) is not None:
                 self.span.set_attribute(f"mnist.{key}", fields[key])
-        if status >= 500:
+        if error:
             self.span.set_status(Status(StatusCode.ERROR))
         self.span.end()

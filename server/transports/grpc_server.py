@@ -8,8 +8,11 @@ the standard `grpc.health.v1.Health` service (SERVING once a model is loaded) an
 
 Per call it does what the HTTP infer route does: the bearer token (metadata `authorization`) on
 ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics, one request-log line
-(server.request_log's fields and format; the request id in and out as metadata `x-request-id`); an
-`ApiError` becomes the gRPC status of its HTTP status with the same message and the request id.
+(server.request_log's fields and format; the request id in and out as metadata `x-request-id`; health and
+reflection calls get theirs from server.transports.grpc_log), and with OTEL_EXPORTER_OTLP_ENDPOINT set the
+spans HTTP requests get (server.tracing: a server span continuing the metadata's `traceparent`, read message,
+decode, queue/batch or model run, encode); an `ApiError` becomes the gRPC status of its HTTP status with
+the same message and the request id.
 Messages larger than MAX_BODY_BYTES are refused by grpcio itself with RESOURCE_EXHAUSTED before they
 are decoded (no line: no call of ours ran). On SIGTERM the health
 service answers NOT_SERVING, new calls are refused and calls in flight get REQUEST_TIMEOUT seconds.
@@ -28,10 +31,11 @@ from typing import Any
 
 import grpc
 import prometheus_client
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from server import batching, metrics, request_log
+from server import batching, metrics, tracing
 from server.auth import check_token
 from server.backends import load_model
 from server.dataplane import DataPlane
@@ -40,16 +44,21 @@ from server.http_errors import INTERNAL_ERROR
 from server.model_manager import Loader, ModelManager
 from server.protocols import v2_grpc
 from server.protocols import v2_grpc_messages as pb
+from server.transports.grpc_log import OtherServicesLog, call_id, metadata, write_line
 from shared import logs
 from shared.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 HEALTH_POLL_SECONDS = 0.5
+SERVICE_NAME = "mnist-grpc"  # the traces' service.name unless OTEL_SERVICE_NAME says otherwise
 # HTTP status of an ApiError -> gRPC status code (the mapping grpc-gateway and Triton use).
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
          404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 415: grpc.StatusCode.INVALID_ARGUMENT,
          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+# Codes that mean the server failed (OpenTelemetry's gRPC conventions): the call's span is marked an error.
+SERVER_ERRORS = frozenset((grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+                           grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS))
 Handler = Callable[[Any, grpc.ServicerContext], Any]
 
 
@@ -93,16 +102,12 @@ class InferenceService:
         return v2_grpc.model_metadata(self.plane.versions(), platform)
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
-        check_token(_metadata(context, "authorization"), self.config.auth_token)
-        decoded = v2_grpc.decode(request, self.plane.max_batch_size)
-        return v2_grpc.encode(self.plane.infer(decoded), decoded)
-
-
-def _metadata(context: grpc.ServicerContext, key: str) -> str:
-    for name, value in context.invocation_metadata():
-        if name == key:
-            return value if isinstance(value, str) else value.decode("latin-1")
-    return ""
+        check_token(metadata(context, "authorization"), self.config.auth_token)
+        with tracing.span("decode", protocol="grpc"):
+            decoded = v2_grpc.decode(request, self.plane.max_batch_size)
+        result = self.plane.infer(decoded)
+        with tracing.span("encode", protocol="grpc"):
+            return v2_grpc.encode(result, decoded)
 
 
 def _answer_notes(response: Any) -> dict[str, Any]:
@@ -112,19 +117,42 @@ def _answer_notes(response: Any) -> dict[str, Any]:
     return {"model_version": int(response.model_version), "images": response.outputs[0].shape[0]}
 
 
-def _guarded(method: str, answer: Handler) -> Handler:
+def _server_span(method: str, context: grpc.ServicerContext) -> tracing.ServerSpan | None:
+    """The call's span while tracing is on, continuing the metadata's `traceparent`."""
+    if not tracing.enabled():
+        return None
+    return tracing.ServerSpan(context.invocation_metadata(), f"{pb.SERVICE}/{method}",
+                              {"rpc.system": "grpc", "rpc.service": pb.SERVICE, "rpc.method": method},
+                              getter=tracing.METADATA)
+
+
+def _parser(message_type: Any) -> Callable[[bytes], Any]:
+    """The call's bytes -> its message, here rather than grpcio's request_deserializer: grpcio would parse in its
+    polling thread, untraced, and answer a malformed message with a bare INTERNAL and no log line."""
+
+    def parse(data: bytes) -> Any:
+        with tracing.span("read message", bytes=len(data)):
+            try:
+                return message_type.FromString(data)
+            except DecodeError as error:
+                raise ApiError(f"not a valid {message_type.DESCRIPTOR.full_name} message: {error}", 400) from None
+
+    return parse
+
+
+def _guarded(method: str, answer: Handler, parse: Callable[[bytes], Any]) -> Handler:
     """One call, the one place each call passes: its request id (metadata `x-request-id` in and out), its
-    metrics and its request-log line; ApiError -> its gRPC status and message, anything else -> INTERNAL.
+    metrics, its request-log line and span; ApiError -> its gRPC status and message, anything else -> INTERNAL.
     An error's details end with the request id, so the id a client saw finds the line in one grep."""
     route = f"/{pb.SERVICE}/{method}"
 
-    def call(request: Any, context: grpc.ServicerContext) -> Any:
+    def call(data: bytes, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
-        rid = request_log.choose_id(_metadata(context, "x-request-id"), _metadata(context, "traceparent"))
-        context.set_trailing_metadata((("x-request-id", rid),))  # sent with an OK answer and with an abort
+        traced = _server_span(method, context)
+        rid = call_id(context, traced.trace_id if traced is not None else None)  # sent back with any answer
         code, message, response = grpc.StatusCode.OK, "", None
         try:
-            response = answer(request, context)
+            response = answer(parse(data), context)
             return response
         except ApiError as error:
             code, message = status_code(error.status), error.message
@@ -132,11 +160,13 @@ def _guarded(method: str, answer: Handler) -> Handler:
             log.exception("unhandled error in %s (request id %s): %s", method, rid, error)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
         finally:
-            metrics.observe_request("grpc", "POST", route, code.name, started)  # every gRPC call is an HTTP/2 POST
-            request_log.write(request_log.log, rid, method, route, code.name, started, request.ByteSize(),
-                              response.ByteSize() if response is not None else 0,
-                              {**_answer_notes(response), "protocol": "grpc"}, context.peer(),
-                              _metadata(context, "x-forwarded-for") or None)
+            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
+            metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+            fields = write_line(rid, route, code, started, len(data),
+                                response.ByteSize() if response is not None else 0, context, **_answer_notes(response))
+            if traced is not None:
+                traced.detach()
+                traced.end({"rpc.grpc.status_code": code.value[0]}, fields, error=code in SERVER_ERRORS)
         context.abort(code, f"{message} (request id {rid})")  # raises: grpcio answers the status
 
     return call
@@ -144,8 +174,7 @@ def _guarded(method: str, answer: Handler) -> Handler:
 
 def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
     handlers = {
-        name: grpc.unary_unary_rpc_method_handler(_guarded(name, getattr(service, name)),
-                                                  request_deserializer=request_type.FromString,
+        name: grpc.unary_unary_rpc_method_handler(_guarded(name, getattr(service, name), _parser(request_type)),
                                                   response_serializer=response_type.SerializeToString)
         for name, (request_type, response_type) in pb.METHODS.items()
     }
@@ -162,6 +191,7 @@ class GrpcServer:
                                batching.from_config(config, metrics.observe_batch))
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc"),
+            interceptors=(OtherServicesLog(pb.SERVICE),),  # health and reflection calls get their lines
             options=[("grpc.max_receive_message_length", config.max_body_bytes),
                      ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
         self.server.add_generic_rpc_handlers((service_handler(InferenceService(config, self.manager, self.plane)),))
@@ -215,6 +245,7 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"grpc server: {error}")
     logs.configure(config.log_format)  # LOG_FORMAT: the request lines look as gunicorn's workers write them
+    tracing.setup(SERVICE_NAME)  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; before the server builds its handlers
     server = GrpcServer(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

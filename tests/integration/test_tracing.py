@@ -1,7 +1,8 @@
 """OpenTelemetry tracing through a real gunicorn: with OTEL_EXPORTER_OTLP_ENDPOINT set, one v2 infer sent with a
 W3C traceparent reaches a real OTLP/HTTP receiver (an http.server started here, decoding the protobuf export
 with opentelemetry-proto) as a server span continuing the caller's trace, with child spans for the body read,
-decode, model run and encode carrying the model version and batch size; the request id is the trace id."""
+decode, model run and encode carrying the model version and batch size; the request id is the trace id. A gRPC
+ModelInfer to the real gRPC process, its traceparent in the call's metadata, reaches it the same way."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import requests
 from conftest import free_port
 from helpers import eventually
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from server.protocols import v2_grpc_messages as pb
+from tests.integration.grpc_process import GrpcProcess
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -90,6 +95,48 @@ def test_a_v2_infer_reaches_the_otlp_receiver_with_its_spans(trained_home: Path,
     assert _attributes(spans["model run"][1]) == {"model_version": 1, "batch_size": 3}
     assert _attributes(spans["decode"][1]) == {"protocol": "v2"}
     assert _attributes(server)["mnist.model_version"] == 1 and _attributes(server)["mnist.images"] == 3
+
+
+def test_a_grpc_model_infer_reaches_the_otlp_receiver_with_its_spans(trained_home: Path, tmp_path: Path,
+                                                                     receiver: OtlpReceiver) -> None:
+    process = GrpcProcess(trained_home, tmp_path / "grpc.log", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                          OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        process.wait_serving()
+        request = pb.ModelInferRequest(model_name="mnist")
+        request.inputs.add(name="images", datatype="UINT8", shape=[2, 28, 28])
+        request.raw_input_contents.append(bytes(2 * 784))
+        with grpc.insecure_channel(process.address) as channel:
+            infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer",
+                                        request_serializer=pb.ModelInferRequest.SerializeToString,
+                                        response_deserializer=pb.ModelInferResponse.FromString)
+            _answer, call = infer.with_call(request, timeout=30, metadata=[("traceparent", f"00-{TRACE}-{PARENT}-01")])
+        assert dict(call.trailing_metadata())["x-request-id"] == TRACE
+
+        server_name = f"{pb.SERVICE}/ModelInfer"
+        names = {"read message", "decode", "model run", "encode", server_name}
+        eventually(lambda: names <= {span.name for _resource, span in receiver.spans}, "the gRPC spans at the receiver",
+                   detail=process.log)
+    finally:
+        process.stop()
+    spans = {span.name: (resource, span) for resource, span in receiver.spans}
+    resource, server = spans[server_name]
+    assert _attributes(resource)["service.name"] == "mnist-grpc"
+    assert server.trace_id.hex() == TRACE and server.parent_span_id.hex() == PARENT  # metadata traceparent continued
+    assert {key: _attributes(server)[key] for key in ("rpc.system", "rpc.method", "rpc.grpc.status_code",
+                                                      "mnist.model_version", "mnist.images", "mnist.request_id")} == {
+        "rpc.system": "grpc", "rpc.method": "ModelInfer", "rpc.grpc.status_code": 0, "mnist.model_version": 1,
+        "mnist.images": 2, "mnist.request_id": TRACE}
+    for name in names - {server_name}:
+        child = spans[name][1]
+        assert child.trace_id.hex() == TRACE and child.parent_span_id == server.span_id, name
+        assert server.start_time_unix_nano <= child.start_time_unix_nano <= child.end_time_unix_nano
+        assert child.end_time_unix_nano <= server.end_time_unix_nano, name
+    read, decode = spans["read message"][1], spans["decode"][1]
+    assert read.end_time_unix_nano <= decode.start_time_unix_nano  # grpcio parsed the message before the call
+    assert _attributes(read) == {"bytes": request.ByteSize()}
+    assert _attributes(spans["model run"][1]) == {"model_version": 1, "batch_size": 2}
+    assert _attributes(decode) == {"protocol": "grpc"}
 
 
 def test_tracing_is_off_without_an_endpoint(monkeypatch) -> None:

@@ -2,8 +2,10 @@
 
 Every call of inference.GRPCInferenceService gives exactly one `server.requests` line with the fields of the HTTP
 line (server/request_log.py), its request id comes back as trailing metadata `x-request-id`, and an error's details
-end with that id, so the id a client saw finds its line in one grep. ModelReady/ModelMetadata on a numbered version
-check the store and load nothing, as the HTTP routes do (tests/unit/test_version_lookups.py).
+end with that id, so the id a client saw finds its line in one grep. The health service's Check and Watch, server
+reflection and a method nothing serves get one line each too (server/transports/grpc_log.py).
+ModelReady/ModelMetadata on a numbered version check the store and load nothing, as the HTTP routes do
+(tests/unit/test_version_lookups.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 import grpc
 import pytest
 from conftest import standin_digits, standin_loader
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import eventually
 
 from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_server import GrpcServer
@@ -172,3 +177,65 @@ def test_a_version_that_failed_to_load_is_not_ready(channel) -> None:
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert not call(channel, "ModelReady", pb.ModelReadyRequest(name="mnist", version="4"))[0].ready
     assert call(channel, "ModelReady", pb.ModelReadyRequest(name="mnist", version="3"))[0].ready
+
+
+def one_line(caplog: pytest.LogCaptureFixture, request_id: str) -> dict[str, Any]:
+    """The fields of the one line with this id: other services' lines are written when grpcio ends the call."""
+    eventually(lambda: lines(caplog, request_id), f"the line of {request_id}", timeout=10)
+    [line] = lines(caplog, request_id)
+    return line.fields
+
+
+def test_health_and_reflection_calls_give_one_line_each(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    health = health_pb2_grpc.HealthStub(channel)
+    answer, rpc_call = health.Check.with_call(health_pb2.HealthCheckRequest(), metadata=[("x-request-id", "hc-1")])
+    assert returned_id(rpc_call) == "hc-1"
+    fields = one_line(caplog, "hc-1")
+    assert (fields["method"], fields["route"], fields["status"], fields["protocol"]) == (
+        "Check", "/grpc.health.v1.Health/Check", "OK", "grpc")
+    assert fields["bytes_out"] == answer.ByteSize() > 0 and fields["client"].startswith(("ipv4:", "ipv6:"))
+
+    with pytest.raises(grpc.RpcError) as raised:  # the health service's own NOT_FOUND, its code logged
+        health.Check(health_pb2.HealthCheckRequest(service="nope"), metadata=[("x-request-id", "hc-2")])
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND and returned_id(raised.value) == "hc-2"
+    assert one_line(caplog, "hc-2")["status"] == "NOT_FOUND"
+
+    watch = health.Watch(health_pb2.HealthCheckRequest(), metadata=[("x-request-id", "watch-1")])
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    assert not lines(caplog, "watch-1")  # a stream's line is written when it ends, once
+    watch.cancel()
+    fields = one_line(caplog, "watch-1")
+    assert (fields["route"], fields["status"]) == ("/grpc.health.v1.Health/Watch", "CANCELLED")
+    assert fields["bytes_out"] > 0 and fields["latency_ms"] > 0
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    asks = [reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=pb.SERVICE)]
+    answers = list(reflection.ServerReflectionInfo(iter(asks), metadata=[("x-request-id", "refl-1")]))
+    assert pb.SERVICE in {service.name for service in answers[0].list_services_response.service}
+    fields = one_line(caplog, "refl-1")
+    assert (fields["method"], fields["status"]) == ("ServerReflectionInfo", "OK")
+    assert fields["bytes_in"] == sum(ask.ByteSize() for ask in asks)
+    assert fields["bytes_out"] == sum(answer.ByteSize() for answer in answers)
+
+
+def test_a_method_nothing_serves_gives_its_line(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    stub = channel.unary_unary("/no.Such/Method")
+    with pytest.raises(grpc.RpcError) as raised:
+        stub(b"abc", metadata=[("x-request-id", "nothing-1")])
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED and returned_id(raised.value) == "nothing-1"
+    fields = one_line(caplog, "nothing-1")
+    assert (fields["route"], fields["status"], fields["bytes_in"]) == ("unmatched", "UNIMPLEMENTED", 3)
+
+
+def test_a_malformed_message_is_invalid_argument_with_its_line(channel, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="server.requests")
+    stub = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer")  # raw bytes: no serializer
+    with pytest.raises(grpc.RpcError) as raised:
+        stub(b"\xff\xff\xff", metadata=[("x-request-id", "garbled-1"), ("authorization", f"Bearer {TOKEN}")])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert "not a valid inference.ModelInferRequest message" in raised.value.details()
+    [line] = lines(caplog, "garbled-1")
+    assert (line.fields["status"], line.fields["bytes_in"]) == ("INVALID_ARGUMENT", 3)
