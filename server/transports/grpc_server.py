@@ -160,8 +160,7 @@ def _guarded(method: str, answer: Handler, parse: Callable[[bytes], Any]) -> Han
             log.exception("unhandled error in %s (request id %s): %s", method, rid, error)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
         finally:
-            metrics.GRPC_REQUESTS.labels(method, code.name).inc()
-            metrics.GRPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+            metrics.observe_request("grpc", "POST", route, code.name, started)  # every gRPC call is an HTTP/2 POST
             fields = write_line(rid, route, code, started, len(data),
                                 response.ByteSize() if response is not None else 0, context, **_answer_notes(response))
             if traced is not None:
