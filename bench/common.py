@@ -86,11 +86,10 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "openblas_env": {key: value for key, value in os.environ.items() if key.startswith("OPENBLAS_")},

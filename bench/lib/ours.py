@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from bench.common import BENCH_HOME
 from bench.lib.processes import Launch
+from shared.model_store import ONNX_FILE, ModelStore
 
 # docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
 COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
@@ -25,3 +27,11 @@ def launch(name: str, port: int, config: str = "server/gunicorn.conf.py", **sett
     env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2", "BIND_HOST": "127.0.0.1",
            "PORT": str(port), **settings}
     return Launch(name, [sys.executable, "-m", "gunicorn", "-c", config, "server.wsgi:app"], "/readyz", env=env)
+
+
+def published(file: str = ONNX_FILE) -> Path:
+    """`file` of the newest model in the benchmark's home: the one the training part of `make bench` published."""
+    store = ModelStore(BENCH_HOME / "mnist")
+    if store.latest() is None:
+        raise SystemExit(f"no model in {BENCH_HOME}: run `make bench` first (its training part publishes one)")
+    return store.version_dir(store.latest()) / file

@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, bench_mnist, load_average, write_part
-from bench.lib.ours import COMPOSE_SERVER_ENV
-from bench.parts.peers import model_path
+from bench.common import ROOT, load_average, write_part
+from bench.lib.bodies import test_digits
+from bench.lib.ours import COMPOSE_SERVER_ENV, published
 from bench.report import Parts, fragment, measured, render, table
 from server.backends import RUN_SLICE, OnnxModel
 
@@ -45,7 +45,7 @@ START_DELAY_SECONDS = 3.0  # children load their session, then start together at
 
 def batch() -> np.ndarray:
     """256 test digits as the model takes them, (N, 28, 28, 1) float32 in 0..1."""
-    images = np.load(bench_mnist()[0])["x_test"][:BATCH]
+    images = test_digits(BATCH)
     return (images.astype(np.float32) / 255.0).reshape(BATCH, 28, 28, 1)
 
 
@@ -70,7 +70,7 @@ def profile(images: np.ndarray) -> list[dict[str, Any]]:
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
         options.profile_file_prefix = str(Path(folder) / "ort")
-        session = onnxruntime.InferenceSession(str(model_path()), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(str(published()), options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         for _ in range(PROFILED_BATCHES):
             for start in range(0, BATCH, RUN_SLICE):
@@ -93,7 +93,7 @@ def profile(images: np.ndarray) -> list[dict[str, Any]]:
 
 def child(start_at: float, seconds: float) -> None:
     """One model process: batches back to back from `start_at` for `seconds`; prints images/s."""
-    model = OnnxModel(model_path(), threads=1)
+    model = OnnxModel(published(), threads=1)
     images = batch()
     model.predict(images)  # warm the arena before the clock starts
     time.sleep(max(0.0, start_at - time.time()))

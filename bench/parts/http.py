@@ -33,14 +33,13 @@ from bench.common import (
     PROFILES,
     ROOT,
     TMP,
-    bench_mnist,
     load_average,
     py_spy,
     summarise_profile,
     write_part,
 )
 from bench.lib.bodies import V2_HEADER, native_json, npy, test_digits, v2_binary, v2_json, write
-from bench.lib.ours import COMPOSE_SERVER_ENV, EARLIER_LAYOUT, V2_INFER, server_layout
+from bench.lib.ours import COMPOSE_SERVER_ENV, EARLIER_LAYOUT, V2_INFER, published, server_layout
 from bench.lib.processes import Launch, Running, cpu_seconds, free_port, rss_mib
 from bench.lib.wrk import Body, errors, figures, requests_per_second
 from bench.lib.wrk import wrk as run_wrk
@@ -111,14 +110,11 @@ def in_process_limit() -> dict[str, float]:
     a factor; the ratio targets use this adjacent figure (best of the 1- and 2-thread sessions).
     """
     from bench.parts.inference import onnx_runners, time_calls
-    from shared.model_store import ONNX_FILE, ModelStore
     from shared.preprocess import scale_pixels
 
-    store = ModelStore(BENCH_HOME / "mnist")
-    with np.load(bench_mnist()[0]) as archive:
-        batch = scale_pixels(archive["x_test"][:256])
+    batch = scale_pixels(test_digits(256))
     return {name: round(256 / float(np.median(time_calls(run, batch))), 1)
-            for name, run in onnx_runners(store.version_dir(store.latest()) / ONNX_FILE).items()}
+            for name, run in onnx_runners(published()).items()}
 
 
 def load_cases(server: Server, bodies: dict[str, Body], formats: tuple[str, ...]) -> dict[str, Any]:
@@ -222,13 +218,10 @@ def main() -> dict[str, Any]:
 def in_process_cpu_ms_per_image(calls: int = 20) -> float:
     """CPU ms per image of the server's own 1-thread ONNX Runtime session at batch 256, scaling included."""
     from bench.parts.inference import onnx_runners
-    from shared.model_store import ONNX_FILE, ModelStore
     from shared.preprocess import scale_pixels
 
-    store = ModelStore(BENCH_HOME / "mnist")
-    with np.load(bench_mnist()[0]) as archive:
-        pixels = archive["x_test"][:256].astype(np.float32)
-    run = onnx_runners(store.version_dir(store.latest()) / ONNX_FILE)["onnxruntime (server, 1 thread)"]
+    pixels = test_digits(256).astype(np.float32)
+    run = onnx_runners(published())["onnxruntime (server, 1 thread)"]
     run(scale_pixels(pixels))
     started = time.process_time()
     for _ in range(calls):
@@ -302,8 +295,7 @@ def through_the_app(rounds: int = 5, calls: int = 20) -> dict[str, Any]:
     client = app.test_client()
     requests = {fmt: (PATHS[fmt], bodies[f"{fmt}-256"].path.read_bytes(), bodies[f"{fmt}-256"].headers())
                 for fmt in CONTENT_TYPES}
-    with np.load(bench_mnist()[0]) as archive:
-        pixels = archive["x_test"][:256].astype(np.float32)
+    pixels = test_digits(256).astype(np.float32)
 
     def cpu_ms(call: Any) -> float:
         call()

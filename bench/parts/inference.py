@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_HOME, TMP, bench_mnist, load_average, median, write_part
+from bench.common import TMP, bench_mnist, load_average, median, write_part
+from bench.lib.ours import published
 from bench.report import Parts, measured, render, table
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -103,11 +104,10 @@ def in_chunks(run: Runner, x: np.ndarray) -> np.ndarray:
 
 
 def main() -> dict[str, Any]:
-    from shared.model_store import KERAS_FILE, ONNX_FILE, ModelStore
+    from shared.model_store import KERAS_FILE, ONNX_FILE
     from shared.preprocess import scale_pixels
 
-    store = ModelStore(BENCH_HOME / "mnist")
-    version_dir = store.version_dir(store.latest())
+    version_dir = published().parent
     with np.load(bench_mnist()[0]) as archive:
         x_test = scale_pixels(archive["x_test"])
     runners = {
@@ -135,7 +135,7 @@ def main() -> dict[str, Any]:
             print(f"bench: {name:32s} batch {size:4d}: {latency * 1000:9.3f} ms, {size / latency:9.1f} images/s",
                   flush=True)
         results[name] = entry
-    result = {"model_version": store.latest(), "runtimes": results, "load_after": load_average()}
+    result = {"model_version": int(version_dir.name), "runtimes": results, "load_after": load_average()}
     write_part("inference", result)
     return result
 

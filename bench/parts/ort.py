@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_HOME, ROOT, load_average, median, write_part
+from bench.common import ROOT, load_average, median, write_part
+from bench.lib.ours import published
 from bench.report import Parts, measured, render, table
 
 TIMED_SIZES = (1, 32, 256)
@@ -131,12 +132,7 @@ def child(path: Path, variant: str) -> dict[str, Any]:
 
 
 def model_path() -> Path:
-    if len(sys.argv) > 1:
-        return Path(sys.argv[1])
-    from shared.model_store import ONNX_FILE, ModelStore
-
-    store = ModelStore(BENCH_HOME / "mnist")
-    return store.version_dir(store.latest()) / ONNX_FILE
+    return Path(sys.argv[1]) if len(sys.argv) > 1 else published()
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:

