@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from server import metrics, tracing
-from server.batching import Batcher
+from server.batching import Batcher, QueueFull
 from server.errors import NotFound, Unavailable
 from server.model_manager import LoadedModel, ModelManager
 from server.protocols.common import InferRequest, InferResult, check_batch_size
@@ -103,6 +103,10 @@ class DataPlane:
         scaled = scale_pixels(pixels)
         if self.batcher is not None:
             with tracing.span("queue and batch", model_version=model.version, batch_size=len(pixels)):
-                return self.batcher.submit(scaled, model.model.predict)
+                try:
+                    return self.batcher.submit(scaled, model.model.predict)
+                except QueueFull:
+                    metrics.QUEUE_FULL.inc()  # the alert's own signal: a 503 alone may have other causes
+                    raise
         with tracing.span("model run", model_version=model.version, batch_size=len(pixels)):
             return model.model.predict(scaled)

@@ -48,6 +48,9 @@ BATCHING_QUEUE = Histogram(
     "mnist_batching_queue_seconds", "Time a request waited in the batching queue before its model call",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+# Requests the batching queue refused (BATCH_MAX_QUEUE images already waiting): each answered 503 + Retry-After,
+# over gRPC UNAVAILABLE. Counted where the data plane meets the batcher, the one place both transports pass.
+QUEUE_FULL = Counter("mnist_batching_queue_full_total", "Requests refused because the batching queue was full")
 # One value per live worker (label pid): during a hot reload you can watch each worker move.
 SERVED_VERSION = Gauge("mnist_model_served_version", "Model version this worker serves (0 = none)",
                        multiprocess_mode="liveall")
