@@ -7,6 +7,7 @@ has figures (bench/parts' registry, in its order) and the targets; every piece i
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,16 +110,32 @@ def header(results: dict[str, Any]) -> list[str]:
     ]))
 
 
-def write_report() -> dict[str, Any]:
-    """Merge every part's last figures into results.json and render results.md from them."""
-    parts = {part.name: read_part(part.name) for part in PARTS}
-    results = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "versions": versions(),
-               "load_average": load_average(), "commands": commands(parts), **parts}
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+def collect(fresh: Collection[str], rerender: bool = False) -> dict[str, Any]:
+    """The figures of the `fresh` parts from their last run (bench/results/tmp/<part>.json), every other part's
+    as results.json publishes them, with the machine, versions and rerun commands (`rerender`: the date,
+    machine, versions and load results.json records, as nothing was measured now)."""
+    published = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else {}
+    parts = {part.name: read_part(part.name) if part.name in fresh else published.get(part.name) for part in PARTS}
+    now = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "versions": versions(),
+           "load_average": load_average()}
+    if rerender:
+        now = {key: published.get(key, value) for key, value in now.items()}
+    return {**now, "commands": commands(parts), **parts}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """results.md's text for `results` (what results.json holds)."""
+    parts = {part.name: results.get(part.name) for part in PARTS}
     lines = [*header(results), *headline(parts)]
     for part in PARTS:
         if parts[part.name]:
             lines += part.section(parts[part.name], parts)
-    lines += targets(parts)
-    RESULTS_MD.write_text("\n".join(lines))
+    return "\n".join([*lines, *targets(parts)])
+
+
+def write_report(fresh: Collection[str], rerender: bool = False) -> dict[str, Any]:
+    """Merge the `fresh` parts' last figures into results.json and render results.md from it."""
+    results = collect(fresh, rerender)
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    RESULTS_MD.write_text(markdown(results))
     return results
