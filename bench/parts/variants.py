@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from typing import Any
 
-from bench.common import ROOT, bench_mnist, load_average, median, read_part, run_json, write_part
+from bench.common import PROFILES, ROOT, bench_mnist, load_average, median, read_part, run_json, write_part
 from bench.report import Parts, code, fragment, measured, render, table
 
 SUBSET = 12800
@@ -117,7 +117,7 @@ def kernel_profile(variant: str) -> str | None:
              "share   seconds    calls  kernel"]
     lines += [f"{100 * ms / total:5.1f}%  {ms / 1000:7.2f}  {calls[kernel]:7d}  {kernel}"
               for kernel, ms in milliseconds.most_common(12)]
-    summary = ROOT / "bench" / f"profile-training-{variant}.txt"
+    summary = PROFILES / f"profile-training-{variant}.txt"
     summary.write_text("\n".join(lines) + "\n")
     return str(summary.relative_to(ROOT))
 
