@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.report import table
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_JSON = ROOT / "bench" / "results.json"
 README = ROOT / "README.md"
@@ -61,8 +63,7 @@ def headline_table(results: dict[str, Any]) -> str:
     others = ", ".join(name for name in peers["servers"] if name != "ours")
     lines = [BEGIN, "", f"Measured {peers['measured_at']} on {peers['measured_on']} by `make bench-peers` (medians of"
              f" {peers['rounds']} rounds; {others} serving the same `model.onnx` on the same cores):", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in headline_rows(results)]
+             table(header, headline_rows(results))]
     return "\n".join([*lines, "", END])
 
 
