@@ -40,6 +40,9 @@ class Launch:
     cwd: Path = ROOT
     ready_contains: str = ""  # when the readiness route answers 200 before the model is deployed
     log_name: str = ""  # TMP/<log_name>.log; default the name
+    # POSTed to ready_path instead of a GET, for a server whose only route that waits for the model
+    # is inference itself (Mosec's GET / answers 200 before any worker has loaded it).
+    ready_body: Body | None = None
 
 
 class Running:
@@ -61,6 +64,9 @@ class Running:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.launch.name} exited with {self.process.returncode}; see {self.log.name}")
             try:
+                if self.launch.ready_body is not None:
+                    self.request(self.launch.ready_path, self.launch.ready_body, timeout=1)
+                    return time.perf_counter() - started
                 with urllib.request.urlopen(self.url + self.launch.ready_path, timeout=1) as answer:
                     if answer.status == 200 and self.launch.ready_contains in answer.read().decode(errors="replace"):
                         return time.perf_counter() - started
@@ -69,10 +75,10 @@ class Running:
             time.sleep(0.02)
         raise TimeoutError(f"{self.launch.name} not ready after {timeout} s; see {self.log.name}")
 
-    def request(self, path: str, body: Body) -> tuple[bytes, Any]:
+    def request(self, path: str, body: Body, timeout: float = 60) -> tuple[bytes, Any]:
         """POST `body` to `path`: the answer's bytes and headers (a non-2xx raises)."""
         request = urllib.request.Request(self.url + path, data=body.path.read_bytes(), headers=body.headers())
-        with urllib.request.urlopen(request, timeout=60) as answer:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.read(), answer.headers
 
     def post(self, path: str, body: Body) -> dict[str, Any]:

@@ -55,6 +55,11 @@ CASE_SUBSET = [case for case in os.environ.get("BENCH_CASES", "").split(",") if 
 CASES = (("A c1", 1, "json", 1), ("A c16", 1, "json", 16), ("B c1", 256, "json", 1), ("B c4", 256, "json", 4),
          ("C c1", 256, "binary", 1), ("C c4", 256, "binary", 4))
 V2_READY = "/v2/models/mnist/ready"
+# Mosec's dynamic batching: requests per call and the most it waits for them (its smallest, 1 ms: the model
+# answers a batch-1 request in well under a millisecond, and Mosec's docs ask for a wait below the batch's
+# inference time).
+MOSEC_BATCH = 8
+MOSEC_WAIT_MS = 1
 
 
 @dataclass
@@ -71,13 +76,24 @@ class Spec:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path = ROOT
     ready_contains: str = ""  # when the readiness route answers 200 before the model is deployed
+    # Ready when a batch-1 v2 JSON body POSTed to infer_path is answered: for a server with no route
+    # that waits for the model (Mosec); ready_path is then unused.
+    ready_post: bool = False
     extra_cases: tuple[tuple[str, int, str, int], ...] = ()  # ours: C as .npy on /predict too
+    venv: str = ""  # bench/peers/requirements-<venv>.txt; default the name (two configurations may share one)
 
     @property
     def cases(self) -> tuple[tuple[str, int, str, int], ...]:
         return CASES + self.extra_cases
 
-    def launch(self) -> Launch:
+    @property
+    def requirements(self) -> str:
+        return self.venv or self.name
+
+    def launch(self, ready_body: Body | None = None) -> Launch:
+        if self.ready_post:
+            return Launch(self.name, self.command, self.infer_path, self.env, self.cwd, ready_body=ready_body,
+                          log_name=f"peer-{self.name}")
         return Launch(self.name, self.command, self.ready_path, self.env, self.cwd, self.ready_contains,
                       log_name=f"peer-{self.name}")
 
@@ -125,6 +141,26 @@ def specs(model: Path, port: int) -> dict[str, Spec]:
                          [peer_python("rayserve"), str(PEERS_DIR / "rayserve_server.py")], "/-/routes",
                          infer_path="/infer", binary="npy", binary_path="/infer", env=peer_env,
                          ready_contains="/infer"),
+        **mosec_specs(peer_env),
+        "mlserver": Spec("mlserver", "MLServer 1.7.1, custom MLModel runtime, 2 parallel inference workers; its REST"
+                                     " API has no v2 binary extension: C as a raw .npy body on a custom endpoint",
+                         [peer_python("mlserver"), str(PEERS_DIR / "mlserver_server.py")], V2_READY,
+                         binary="npy", binary_path="/v2/models/mnist/infer_npy", env=peer_env),
+    }
+
+
+def mosec_specs(peer_env: dict[str, str]) -> dict[str, Spec]:
+    """Mosec without and with its dynamic batching (bench/peers/mosec_server.py; one venv)."""
+    command = [peer_python("mosec"), str(PEERS_DIR / "mosec_server.py")]
+    common = {"ready_path": "/inference", "infer_path": "/inference", "binary": "npy", "binary_path": "/inference",
+              "ready_post": True, "venv": "mosec"}
+    return {
+        "mosec": Spec("mosec", "Mosec 0.9.8, 2 workers, no batching; C as a raw .npy body", command,
+                      env={**peer_env, "PEER_BATCH": "1"}, **common),
+        "mosec-batch": Spec("mosec-batch", f"Mosec 0.9.8, 2 workers, dynamic batching (up to {MOSEC_BATCH} requests,"
+                                           f" {MOSEC_WAIT_MS} ms wait); C as a raw .npy body", command,
+                            env={**peer_env, "PEER_BATCH": str(MOSEC_BATCH), "PEER_BATCH_WAIT_MS": str(MOSEC_WAIT_MS)},
+                            **common),
     }
 
 
@@ -147,9 +183,9 @@ def probabilities(answer: dict[str, Any]) -> np.ndarray:
 class PeerServer(Running):
     """One server of the comparison, started from its Spec."""
 
-    def __init__(self, spec: Spec, port: int) -> None:
+    def __init__(self, spec: Spec, port: int, ready_body: Body | None = None) -> None:
         self.spec = spec
-        super().__init__(spec.launch(), port)
+        super().__init__(spec.launch(ready_body), port)
 
 
 def check(server: PeerServer, bodies: dict[str, Body], expected: np.ndarray) -> None:
@@ -164,7 +200,7 @@ def check(server: PeerServer, bodies: dict[str, Body], expected: np.ndarray) -> 
 
 
 def one_round(spec: Spec, port: int, bodies: dict[str, Body], expected: np.ndarray) -> dict[str, Any]:
-    server = PeerServer(spec, port)
+    server = PeerServer(spec, port, bodies["json-1"])
     try:
         check(server, bodies, expected)
         before = cpu_seconds(server.tree())
@@ -239,7 +275,7 @@ def main() -> dict[str, Any]:
         raise SystemExit(f"unknown servers {sorted(unknown)}; known: {', '.join(available)}")
     for name in wanted:
         if not name.startswith("ours"):
-            ensure_venv(name)
+            ensure_venv(available[name].requirements)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in wanted}
     for round_number in range(ROUNDS):
         order = wanted if round_number % 2 == 0 else list(reversed(wanted))
