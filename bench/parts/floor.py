@@ -9,7 +9,9 @@ Two measurements, both with 1 intra-op thread and batches in slices of RUN_SLICE
   then WEB_CONCURRENCY processes at once, each running batches of 256 test digits back to back for
   BENCH_FLOOR_SECONDS, BENCH_ROUNDS rounds (medians).
   A server answering batch-256 requests with that many workers cannot exceed it; the report
-  sets each server's case C figures against it.
+  sets each server's case C figures against it. The same for one image per call: what a server
+  that runs each batch-1 request on its own (case A) cannot exceed; one that batches concurrent
+  requests can.
 
     python -m bench.parts.floor   # writes bench/results/tmp/floor.json; optional part `floor` of bench.run
 """
@@ -91,24 +93,24 @@ def profile(images: np.ndarray) -> list[dict[str, Any]]:
     return nodes
 
 
-def child(start_at: float, seconds: float) -> None:
-    """One model process: batches back to back from `start_at` for `seconds`; prints images/s."""
+def child(start_at: float, seconds: float, size: int = BATCH) -> None:
+    """One model process: batches of `size` back to back from `start_at` for `seconds`; prints images/s."""
     model = OnnxModel(published(), threads=1)
-    images = batch()
+    images = batch()[:size]
     model.predict(images)  # warm the arena before the clock starts
     time.sleep(max(0.0, start_at - time.time()))
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         model.predict(images)
-        done += BATCH
+        done += size
     print(json.dumps({"images_per_second": done / (time.perf_counter() - started)}))
 
 
-def concurrent_rate(processes: int) -> float:
-    """Images/s of `processes` model processes running at once (their sum)."""
+def concurrent_rate(processes: int, size: int = BATCH) -> float:
+    """Images/s of `processes` model processes running batches of `size` at once (their sum)."""
     start_at = time.time() + START_DELAY_SECONDS
-    children = [subprocess.Popen([sys.executable, "-m", "bench.parts.floor", "--child", str(start_at), str(SECONDS)],
-                                 cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    command = [sys.executable, "-m", "bench.parts.floor", "--child", str(start_at), str(SECONDS), str(size)]
+    children = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     rates = []
     for process in children:
         out, _ = process.communicate(timeout=START_DELAY_SECONDS + SECONDS + 120)
@@ -121,32 +123,40 @@ def concurrent_rate(processes: int) -> float:
 def main() -> dict[str, Any]:
     images = batch()
     nodes = profile(images)
-    rounds: dict[int, list[float]] = {1: [], WORKERS: []}
+    setups = [(size, processes) for size in (BATCH, 1) for processes in (1, WORKERS)]
+    rounds: dict[tuple[int, int], list[float]] = {setup: [] for setup in setups}
     for number in range(ROUNDS):
-        for processes in (1, WORKERS) if number % 2 == 0 else (WORKERS, 1):
-            rounds[processes].append(concurrent_rate(processes))
-            print(f"bench: floor round {number + 1}: {processes} process(es) {rounds[processes][-1]:.0f} images/s",
-                  flush=True)
+        for size, processes in setups if number % 2 == 0 else setups[::-1]:
+            rounds[size, processes].append(concurrent_rate(processes, size))
+            print(f"bench: floor round {number + 1}: batch {size}, {processes} process(es)"
+                  f" {rounds[size, processes][-1]:.0f} images/s", flush=True)
     result = {
         "run_slice": RUN_SLICE,
         "batch": BATCH,
         "seconds_per_run": SECONDS,
         "rounds": ROUNDS,
         "nodes": nodes,
-        "ceiling": {str(processes): {"images_per_second": round(float(np.median(rates)), 1),
-                                     "runs": [round(rate, 1) for rate in rates]}
-                    for processes, rates in rounds.items()},
+        "ceiling": ceiling(rounds, BATCH),
+        "ceiling_batch_1": ceiling(rounds, 1),
         "load_average": load_average(),
     }
     write_part("floor", result)
     return result
 
 
+def ceiling(rounds: dict[tuple[int, int], list[float]], size: int) -> dict[str, Any]:
+    """Per number of processes: the median images/s over rounds of batches of `size`, and each round's."""
+    return {str(processes): {"images_per_second": round(float(np.median(rates)), 1),
+                             "runs": [round(rate, 1) for rate in rates]}
+            for (batch_size, processes), rates in rounds.items() if batch_size == size}
+
+
 def section(floor: dict[str, Any], parts: Parts) -> list[str]:
-    """bench/results.md's section: the model's own limit for batch-256 requests, and case C of each server
-    (the peers part) set against it."""
+    """bench/results.md's section: the model's own limit for batch-256 and batch-1 calls, and every case of
+    each server (the peers part) set against it."""
     ceiling = floor["ceiling"]
     processes = max(ceiling, key=int)
+    single = floor.get("ceiling_batch_1")
     nodes = [[node["op"], node["node"], node["ms_per_batch"], f"{node['share']:.1%}", node["gflop_per_second"] or ""]
              for node in floor["nodes"] if node["share"] >= 0.005]
     peers = parts.get("peers")
@@ -155,22 +165,39 @@ def section(floor: dict[str, Any], parts: Parts) -> list[str]:
                   seconds=floor["seconds_per_run"], rounds=floor["rounds"], processes=processes,
                   one=ceiling["1"]["images_per_second"], one_runs=ceiling["1"]["runs"],
                   many=ceiling[processes]["images_per_second"], many_runs=ceiling[processes]["runs"],
+                  single=fragment("floor-single", processes=processes, one=single["1"]["images_per_second"],
+                                  one_runs=single["1"]["runs"], many=single[processes]["images_per_second"],
+                                  many_runs=single[processes]["runs"]) if single else "",
                   peers=fragment("floor-peers", measured=measured(peers), processes=processes,
-                                 table=table(["case", "server", "images/s", "of the model-only ceiling"],
-                                             case_c_rows(ceiling, processes, peers))) if peers else "")
+                                 table=table(["server", *SHARE_CASES], share_rows(floor, processes, peers)))
+                  if peers else "")
 
 
-def case_c_rows(ceiling: dict[str, Any], processes: str, peers: dict[str, Any]) -> list[list[Any]]:
-    """Case C (c1 against one process, c4 against `processes`) of every server, as a share of the ceiling."""
-    return [[label, name, figures["images_per_second"],
-             f"{figures['images_per_second'] / limit['images_per_second']:.0%}"]
-            for case, limit in (("C c1", ceiling["1"]), ("C c4", ceiling[processes]))
-            for name, entry in peers["servers"].items()
-            for label, figures in entry["cases"].items() if label.split(" .")[0] == case]
+# The peers' cases against the ceiling of their batch size: c1 against one process, more connections against
+# WEB_CONCURRENCY processes (a server with that many workers); A is batch 1, B and C batch 256.
+SHARE_CASES = ("A c1", "A c16", "B c1", "B c4", "C c1", "C c4")
+
+
+def share_rows(floor: dict[str, Any], processes: str, peers: dict[str, Any]) -> list[list[Any]]:
+    """Every server's cases as a share of the model-only ceiling (ours' C as .npy on a row of its own)."""
+    def share(figures: dict[str, Any] | None, case: str) -> str:
+        limits = floor.get("ceiling_batch_1") if case.startswith("A") else floor["ceiling"]
+        if not figures or not limits:
+            return ""
+        limit = limits["1" if case.endswith("c1") else processes]["images_per_second"]
+        return f"{figures['images_per_second'] / limit:.0%}"
+
+    rows = []
+    for name, entry in peers["servers"].items():
+        rows.append([name, *(share(entry["cases"].get(case), case) for case in SHARE_CASES)])
+        if any(f"{case} .npy" in entry["cases"] for case in SHARE_CASES):
+            rows.append([f"{name}, C as .npy", *(share(entry["cases"].get(f"{case} .npy"), case)
+                                                 for case in SHARE_CASES)])
+    return rows
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        child(float(sys.argv[2]), float(sys.argv[3]))
+        child(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
     else:
         print(json.dumps(main()))
