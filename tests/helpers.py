@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
+import requests
 from PIL import Image
 
 from shared.dataset import Mnist
+from shared.model_store import METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import mnist_to_png
 
 T = TypeVar("T")
@@ -83,3 +87,89 @@ def first_test_digits(mnist_npz: Path, count: int) -> tuple[np.ndarray, np.ndarr
     """The first `count` test digits and their labels."""
     with np.load(mnist_npz) as archive:
         return archive["x_test"][:count], archive["y_test"][:count]
+
+
+# -- a model store and the servers that watch it ---------------------------------------------------------
+
+def publish_copy(home: Path, source: Path | None = None, onnx: bytes | None = None, **metadata: object) -> int:
+    """Publish a copy of version folder `source` (default: version 1 of `home`'s store) the way the trainer
+    does, and return its new number. `onnx` replaces model.onnx (a broken or odd model); `metadata` overrides
+    fields of the copied metadata.json."""
+    store = ModelStore(home / "mnist")
+    source = source or store.version_dir(1)
+    with store.staging() as staged:
+        for item in source.iterdir():
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, staged / item.name)
+        if onnx is not None:
+            (staged / ONNX_FILE).write_bytes(onnx)
+        copied = orjson.loads((staged / METADATA_FILE).read_bytes())
+
+        def stamp(folder: Path, version: int) -> None:
+            (folder / METADATA_FILE).write_bytes(orjson.dumps({**copied, **metadata, "version": version}))
+
+        return store.publish(staged, stamp)
+
+
+def every_worker(url: str, check: Callable[[dict], bool], tries: int = 12) -> bool:
+    """`check` holds for /models in `tries` requests in a row: they spread over gunicorn's workers, each of
+    which has its own model manager."""
+    return all(check(requests.get(url + "/models", timeout=10).json()) for _ in range(tries))
+
+
+def served(version: int | None) -> Callable[[dict], bool]:
+    """A check for `every_worker`: /models says `version` is the one served."""
+    return lambda status: status["served_version"] == version
+
+
+def predicted_version(url: str) -> int:
+    """The version that answers a real prediction (a blank digit is a valid instance)."""
+    response = requests.post(url + "/predict", json={"instances": [[[0] * 28] * 28]}, timeout=30)
+    assert response.status_code == 200, response.text[:300]
+    return response.json()["model_version"]
+
+
+# -- steady load while a test changes the system under it ---------------------------------------------------
+
+class CallFailed(Exception):
+    """Raised by a CallStream's call for an answer that counts as a failure; its message is what is kept."""
+
+
+class CallStream(Generic[T]):
+    """Calls `call(n)` for n = 0, 1, ... from a background thread, `pause` s apart, until `finish()` (or `limit`
+    calls): what each returns goes to `results`; one that raises CallFailed goes to `failures`, and the stream
+    goes on. Anything else a call raises ends the stream (`wait_for` then says so)."""
+
+    def __init__(self, call: Callable[[int], T], pause: float, limit: int = 20_000) -> None:
+        self.results: list[T] = []
+        self.failures: list[str] = []
+        self._call, self._pause, self._limit = call, pause, limit
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for count in range(self._limit):
+            if self._stop.is_set():
+                return
+            try:
+                self.results.append(self._call(count))
+            except CallFailed as failure:
+                self.failures.append(str(failure))
+            self._stop.wait(self._pause)
+
+    def wait_for(self, more: int, timeout: float = 60) -> None:
+        """Until `more` further results arrived (or a call failed); the stream goes on meanwhile."""
+        target = len(self.results) + more
+
+        def arrived() -> bool:
+            if len(self.results) >= target or self.failures:
+                return True
+            assert self.thread.is_alive(), f"the stream stopped after {len(self.results)} answers"
+            return False
+
+        eventually(arrived, f"{more} more answers from the stream", timeout, interval=0.05,
+                   detail=lambda: f"{len(self.results)} of {target} so far")
+
+    def finish(self, timeout: float = 60) -> None:
+        self._stop.set()
+        self.thread.join(timeout)

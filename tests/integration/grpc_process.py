@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import eventually
 
 from tests.conftest import ROOT, LiveServer, free_port
 
@@ -29,18 +29,18 @@ class GrpcProcess(LiveServer):
                                         env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_serving(self, timeout: float = 60) -> None:
-        """Until the standard health service says SERVING (a model is loaded)."""
-        deadline = time.monotonic() + timeout
+        """Until the standard health service says SERVING (a model is loaded); fails at once if the process ends."""
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
+
+            def serving() -> bool:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"gRPC server exited with {self.process.returncode}:\n{self.log()}")
                 try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return
+                    return stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                        health_pb2.HealthCheckResponse.SERVING
                 except grpc.RpcError:
-                    pass  # not listening yet
-                time.sleep(0.2)
-        raise TimeoutError(f"gRPC server not serving after {timeout} s:\n{self.log()}")
+                    return False  # not listening yet
+
+            eventually(serving, f"SERVING from the gRPC health service at {self.address}", timeout, interval=0.2,
+                       detail=self.log)

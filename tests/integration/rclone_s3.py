@@ -7,10 +7,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import free_port
+from helpers import eventually
 
 ACCESS_KEY = "mnist-test-key"
 SECRET_KEY = "mnist-test-secret"
@@ -50,16 +50,18 @@ class RcloneS3:
              "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", "/dev/null"],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"rclone serve s3 exited: {self.log_path.read_text(errors='replace')}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"rclone serve s3 not listening after {timeout} s")
+        eventually(self._listening, f"rclone serve s3 listening on {self.endpoint}", timeout,
+                   detail=lambda: self.log_path.read_text(errors="replace"))
+
+    def _listening(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"rclone serve s3 exited: {self.log_path.read_text(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,11 @@ import grpc
 import numpy as np
 import pytest
 import requests
+from helpers import eventually, first_test_digits, publish_copy
 
 from server.protocols import v2_grpc_messages as pb
-from shared import dataset
 from tests.conftest import ROOT
 from tests.integration.grpc_process import GrpcProcess
-from tests.integration.test_server_reload import publish_copy
 
 COUNT = 64
 MIN_ACCURACY = 0.8
@@ -43,15 +41,17 @@ def server(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def digits(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
-    data = dataset.load(trained_home / "datasets" / "mnist.npz")
+    images, labels = first_test_digits(trained_home / "datasets" / "mnist.npz", COUNT)
     path = tmp_path_factory.mktemp("digits") / "digits.npy"
-    np.save(path, data.x_test[:COUNT])
-    return path, data.x_test[:COUNT], data.y_test[:COUNT]
+    np.save(path, images)
+    return path, images, labels
 
 
-def run_client(mode: str, server: GrpcProcess, digits_path: Path) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "tests/integration/grpc_clients.py", mode, server.address,
-                           str(digits_path), TOKEN], cwd=ROOT, capture_output=True, text=True, timeout=120,
+def run_client(mode: str, server: GrpcProcess | str, digits_path: Path, token: str = TOKEN) -> dict[str, Any]:
+    """One client of grpc_clients.py against a server process or an address (tests/system: the proxy's)."""
+    address = server if isinstance(server, str) else server.address
+    done = subprocess.run([sys.executable, "tests/integration/grpc_clients.py", mode, address,
+                           str(digits_path), token], cwd=ROOT, capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     return {line["name"]: line["value"] for line in map(json.loads, done.stdout.splitlines())}
@@ -130,11 +130,14 @@ def test_a_published_version_is_served_without_a_failed_call(home_copy: Path, tm
                                         request_serializer=pb.ModelInferRequest.SerializeToString,
                                         response_deserializer=pb.ModelInferResponse.FromString)
             assert infer(request, timeout=10).model_version == "1"
-            assert publish_copy(home_copy, home_copy / "mnist" / "1") == 2
-            deadline, versions = time.monotonic() + 60, []
-            while "2" not in versions[-1:]:
-                assert time.monotonic() < deadline, f"version 2 not served within 60 s: {versions[-5:]}"
+            assert publish_copy(home_copy) == 2
+            versions: list[str] = []
+
+            def serves_version_2() -> bool:
                 versions.append(infer(request, timeout=10).model_version)  # an error status would raise
-                time.sleep(0.05)
+                return versions[-1] == "2"
+
+            eventually(serves_version_2, "version 2 from ModelInfer", timeout=60, interval=0.05,
+                       detail=lambda: f"last versions: {versions[-5:]}")
     finally:
         process.stop()

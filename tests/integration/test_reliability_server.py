@@ -8,8 +8,6 @@ real trainer wrote.
 from __future__ import annotations
 
 import http.client
-import io
-import json
 import select
 import shutil
 import signal
@@ -23,11 +21,11 @@ import onnx
 import psutil
 import pytest
 import requests
-from helpers import eventually
+from helpers import eventually, every_worker, npy, predicted_version, publish_copy, served
 from onnx import TensorProto, helper
 from soak.load import Load
 
-from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from shared.model_store import ONNX_FILE
 
 ZERO = [[0] * 28] * 28
 WORKERS = 2
@@ -50,35 +48,9 @@ def onnx_model(input_shape: list, output_classes: int, weight: float) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def publish_with_onnx(home: Path, onnx_bytes: bytes) -> int:
-    """Publish version 1's files as a new version, its model.onnx replaced by `onnx_bytes`."""
-    store = ModelStore(home / "mnist")
-    with store.staging() as staged:
-        for name in (KERAS_FILE, METADATA_FILE):
-            (staged / name).write_bytes((store.version_dir(1) / name).read_bytes())
-        (staged / ONNX_FILE).write_bytes(onnx_bytes)
-        metadata = json.loads((staged / METADATA_FILE).read_text())
-        return store.publish(staged, lambda folder, version: (folder / METADATA_FILE).write_text(
-            json.dumps({**metadata, "version": version})))
-
-
-def eventually_true(condition: Callable[[], bool], timeout: float = 30) -> bool:
-    try:
-        eventually(condition, "condition", timeout)
-    except AssertionError:
-        return False
-    return True
-
-
-def predicted_version(url: str) -> int:
-    response = requests.post(url + "/predict", json={"instances": [ZERO]}, timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()["model_version"]
-
-
-def all_workers_report(url: str, check: Callable[[dict], bool]) -> bool:
-    # Several requests in a row land on every worker (each worker has its own model manager).
-    return all(check(requests.get(url + "/models", timeout=10).json()) for _ in range(3 * WORKERS))
+def failed(version: int) -> Callable[[dict], bool]:
+    """A check for `every_worker`: /models lists `version` among the versions that failed to load."""
+    return lambda status: version in [entry["version"] for entry in status["failed"]]
 
 
 BAD_MODELS = {
@@ -105,20 +77,19 @@ def test_bad_models_are_refused_reported_and_the_last_good_one_keeps_serving(own
     good = (own_home / "mnist" / "1" / ONNX_FILE).read_bytes()
     refused: list[int] = []
     for kind, make in BAD_MODELS.items():
-        version = publish_with_onnx(own_home, make(good))
+        version = publish_copy(own_home, onnx=make(good))
         refused.append(version)
-        reported = eventually_true(lambda v=version: all_workers_report(
-            server.url, lambda status: v in [f["version"] for f in status["failed"]]))
-        assert reported, (f"{kind} model (version {version}) was not refused: /models says"
-                          f" {requests.get(server.url + '/models', timeout=10).json()}")
+        eventually(lambda v=version: every_worker(server.url, failed(v), 3 * WORKERS),
+                   f"refusal of the {kind} model (version {version}) in /models",
+                   detail=lambda: f"/models says {requests.get(server.url + '/models', timeout=10).json()}")
         assert predicted_version(server.url) == 1, kind
         assert requests.get(server.url + "/readyz", timeout=10).status_code == 200, kind
     metrics = requests.get(server.url + "/metrics", timeout=10).text
     for version in refused:
         assert f'mnist_model_load_failures_total{{version="{version}"}}' in metrics, metrics
     # The failures do not wedge the reloader: the next good version is picked up as usual.
-    fixed = publish_with_onnx(own_home, good)
-    eventually(lambda: all_workers_report(server.url, lambda s: s["served_version"] == fixed), "the good version")
+    fixed = publish_copy(own_home, onnx=good)
+    eventually(lambda: every_worker(server.url, served(fixed), 3 * WORKERS), "the good version")
     assert predicted_version(server.url) == fixed
 
 
@@ -126,12 +97,11 @@ def test_a_model_answering_nan_is_refused(own_home, server) -> None:
     nan_model = onnx_model(["N", 28, 28, 1], 10, float("nan"))
     onnx.checker.check_model(nan_model)  # well-formed: loads, takes MNIST, answers ten numbers per image
     serving = predicted_version(server.url)
-    version = publish_with_onnx(own_home, nan_model)
-    reported = eventually_true(lambda: all_workers_report(
-        server.url, lambda status: version in [f["version"] for f in status["failed"]]))
-    answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=10)
-    assert reported, f"NaN model served; /predict answers {answer.status_code} {answer.text[:200]}"
-    assert answer.json()["model_version"] == serving
+    version = publish_copy(own_home, onnx=nan_model)
+    eventually(lambda: every_worker(server.url, failed(version), 3 * WORKERS),
+               f"refusal of the NaN model (version {version}) in /models",
+               detail=lambda: f"/predict answers version {predicted_version(server.url)}")
+    assert predicted_version(server.url) == serving
 
 
 def test_a_killed_worker_is_replaced_and_service_recovers_within_seconds(trained_home, start_server) -> None:
@@ -170,10 +140,9 @@ def test_a_killed_worker_is_replaced_and_service_recovers_within_seconds(trained
 def test_sigterm_lets_requests_in_flight_finish(trained_home, start_server) -> None:
     server = start_server(trained_home, WEB_CONCURRENCY=str(WORKERS), THREADS="4")
     master = psutil.Process(server.process.pid)
-    buffer = io.BytesIO()
-    np.save(buffer, np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8))
+    body = npy(np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8))
     request = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-npy\r\n"
-               b"Content-Length: %d\r\n\r\n" % len(buffer.getvalue()) + buffer.getvalue())
+               b"Content-Length: %d\r\n\r\n" % len(body) + body)
     # Eight big batches: on two cores they take a while, so most are still being worked on
     # when the signal comes.
     clients = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(WORKERS * 4)]

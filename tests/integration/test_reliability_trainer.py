@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from conftest import SHARED_MNIST
+from helpers import eventually, predicted_version
 from trainer_process import TrainerProcess
 
 from shared.config import KERAS_MNIST_SHA256
@@ -102,13 +102,6 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
-def served_version(url: str) -> int:
-    """The version that answers a real prediction (a blank digit is a valid instance)."""
-    response = requests.post(f"{url}/predict", json={"instances": [[[0] * 28] * 28]}, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()["model_version"]
-
-
 def staged_file(store: ModelStore, name: str) -> Callable[[], bool]:
     return lambda: any((staging / name).exists() for staging in store.base_path.glob(".staging-*"))
 
@@ -129,7 +122,7 @@ def test_sigkill_at_every_stage_of_a_publish_loses_nothing(home_copy, mnist_http
 
     dataset_before = cached_dataset()
     server = start_server(home_copy)
-    assert served_version(server.url) == 1
+    assert predicted_version(server.url) == 1
 
     stages: list[tuple[str, Callable[[], TrainerProcess], Callable[[TrainerProcess], Callable[[], bool]] | None]] = [
         # The operator points the trainer at another file: the cache no longer matches,
@@ -160,17 +153,14 @@ def test_sigkill_at_every_stage_of_a_publish_loses_nothing(home_copy, mnist_http
         # A mismatching cache is taken out of service on purpose (shared/dataset.py), but a
         # partial download must never sit where the trainer or the server would read it.
         assert cached_dataset() in (None, dataset_before), f"{stage}: a partial dataset is in the cache"
-        assert served_version(server.url) == 1, f"{stage}: the server stopped serving version 1"
+        assert predicted_version(server.url) == 1, f"{stage}: the server stopped serving version 1"
 
     # Every kind of debris is now on the volume; the next ordinary run must not mind it.
     finished = quick_trainer(home_copy, mnist_http.url())
     assert finished.finish() == 0, finished.output()
     assert store.versions() == [1, 2]
     assert cached_dataset() == dataset_before
-    deadline = time.monotonic() + 60
-    while served_version(server.url) != 2:
-        assert time.monotonic() < deadline, "the server never hot-reloaded version 2"
-        time.sleep(0.5)
+    eventually(lambda: predicted_version(server.url) == 2, "hot reload of version 2", timeout=60, interval=0.5)
 
 
 @pytest.fixture

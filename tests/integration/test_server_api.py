@@ -9,7 +9,6 @@ live in the other test_server_* modules.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import assert_json_error, promtool_problems
-from helpers import first_test_digits
+from helpers import encoded, first_test_digits, npy, png_b64
 from PIL import Image
 
 from shared.preprocess import mnist_to_png
@@ -44,10 +43,6 @@ def post_json(server, path: str, body) -> requests.Response:
 def labels_of(response: requests.Response) -> np.ndarray:
     assert response.status_code == 200, response.text[:300]
     return np.array([p["label"] for p in response.json()["predictions"]])
-
-
-def png_b64(pixels: np.ndarray) -> str:
-    return base64.b64encode(mnist_to_png(pixels, scale=4)).decode()
 
 
 # -- ops ---------------------------------------------------------------------------------------
@@ -99,10 +94,9 @@ def test_predict_b64_png_images_go_through_mnist_preprocessing(server, digits) -
 
 def test_predict_multipart_files_in_order(server, digits) -> None:
     images, labels = digits
-    jpeg = io.BytesIO()
-    Image.fromarray(255 - images[1]).resize((112, 112)).save(jpeg, format="JPEG")  # dark ink on white paper
+    jpeg = encoded(Image.fromarray(255 - images[1]).resize((112, 112)), "JPEG")  # dark ink on white paper
     files = [("first", ("a.png", mnist_to_png(images[0], 3), "image/png")),
-             ("second", ("b.jpg", jpeg.getvalue(), "image/jpeg")),
+             ("second", ("b.jpg", jpeg, "image/jpeg")),
              ("first", ("c.png", mnist_to_png(images[2], 1), "image/png"))]
     response = requests.post(server.url + "/predict", files=files, timeout=30)
     assert labels_of(response).tolist() == labels[:3].tolist()
@@ -112,9 +106,7 @@ def test_predict_npy_matches_json(server, digits) -> None:
     images = digits[0][:32]
     expected = labels_of(post_json(server, "/predict", {"instances": images.tolist()}))
     for array in (images, images.reshape(32, 784), images.reshape(32, 28, 28, 1).astype(np.float32)):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        response = requests.post(server.url + "/predict", data=buffer.getvalue(),
+        response = requests.post(server.url + "/predict", data=npy(array),
                                  headers={"Content-Type": "application/x-npy"}, timeout=30)
         assert (labels_of(response) == expected).all()
 

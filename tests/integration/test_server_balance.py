@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import eventually
 
 WORKERS = 2
 CONNECTIONS = 8
@@ -23,10 +24,8 @@ REBALANCE_SECONDS = 20  # four moves at most every 0.2 s each, with room for a l
 def server(trained_home: Path, start_module_server):
     live = start_module_server(trained_home, WEB_CONCURRENCY=str(WORKERS), THREADS="2")
     # /readyz answers once one worker is up; until the other has loaded too, the first takes everything.
-    deadline = time.monotonic() + 60
-    while live.log().count("serving model version") < WORKERS:
-        assert time.monotonic() < deadline, live.log()
-        time.sleep(0.1)
+    eventually(lambda: live.log().count("serving model version") >= WORKERS, f"{WORKERS} workers serving a model",
+               timeout=60, detail=live.log)
     time.sleep(0.5)  # from the model to gthread's loop, which writes the worker's first count
     return live
 

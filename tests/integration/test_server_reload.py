@@ -3,48 +3,21 @@ a hot reload under load, a rollback, and a pinned version."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import assert_json_error
-from helpers import eventually
+from helpers import eventually, every_worker, publish_copy, served
 
-from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
+from shared.model_store import ModelStore
 
 ZERO = [[0] * 28 for _ in range(28)]
 WORKERS = 2
-
-
-def publish_copy(home: Path, source: Path, broken: bool = False) -> int:
-    """Publish a copy of version folder `source` the way the trainer does; `broken` garbles model.onnx."""
-    store = ModelStore(home / "mnist")
-    with store.staging() as staged:
-        for name in (KERAS_FILE, ONNX_FILE, METADATA_FILE):
-            shutil.copy(source / name, staged / name)
-        if broken:
-            (staged / ONNX_FILE).write_bytes(b"this is not an ONNX model")
-
-        def stamp(folder: Path, version: int) -> None:
-            metadata = json.loads((folder / METADATA_FILE).read_text())
-            (folder / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}))
-
-        return store.publish(staged, stamp)
-
-
-def every_worker(server, check: Callable[[dict], bool], tries: int = 12) -> bool:
-    """`check` holds for /models from several requests in a row (they spread over the workers)."""
-    return all(check(requests.get(server.url + "/models", timeout=5).json()) for _ in range(tries))
-
-
-def served(version: int | None) -> Callable[[dict], bool]:
-    return lambda status: status["served_version"] == version
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +54,14 @@ def first_model_and_dataset_are_picked_up(server, empty_home: Path, trained_home
     (empty_home / "datasets").mkdir()
     shutil.copy(trained_home / "datasets" / "mnist.npz", empty_home / "datasets" / "mnist.npz")
     assert publish_copy(empty_home, trained_home / "mnist" / "1") == 1
-    eventually(lambda: every_worker(server, served(1)), "both workers to serve version 1")
+    eventually(lambda: every_worker(server.url, served(1)), "both workers to serve version 1")
     assert requests.get(server.url + "/readyz", timeout=5).json() == {"ready": True, "model_version": 1}
     assert requests.get(server.url + "/samples?limit=2", timeout=30).json()["model_version"] == 1
 
 
 def a_broken_version_is_reported_and_the_old_one_keeps_serving(server, empty_home, trained_home) -> None:
-    assert publish_copy(empty_home, trained_home / "mnist" / "1", broken=True) == 2
-    eventually(lambda: every_worker(server, lambda s: [f["version"] for f in s["failed"]] == [2]),
+    assert publish_copy(empty_home, trained_home / "mnist" / "1", onnx=b"this is not an ONNX model") == 2
+    eventually(lambda: every_worker(server.url, lambda s: [f["version"] for f in s["failed"]] == [2]),
                "version 2's failure in /models")
     status = requests.get(server.url + "/models", timeout=5).json()
     assert status["served_version"] == 1 and "ONNX" in status["failed"][0]["error"].upper()
@@ -123,7 +96,7 @@ def hot_reload_under_load_fails_no_request(server, empty_home, trained_home) -> 
     try:
         time.sleep(1.5)
         assert publish_copy(empty_home, trained_home / "mnist" / "1") == 3
-        eventually(lambda: every_worker(server, served(3)), "both workers to serve version 3")
+        eventually(lambda: every_worker(server.url, served(3)), "both workers to serve version 3")
         time.sleep(1)
     finally:
         stop.set()
@@ -140,7 +113,7 @@ def hot_reload_under_load_fails_no_request(server, empty_home, trained_home) -> 
 
 def rollback_switches_to_the_now_newest_loadable_version(server, empty_home) -> None:
     assert ModelStore(empty_home / "mnist").rollback() == 2  # 3 retired; 2 is the broken one
-    eventually(lambda: every_worker(server, served(1)), "both workers back on version 1")
+    eventually(lambda: every_worker(server.url, served(1)), "both workers back on version 1")
     status = requests.get(server.url + "/models", timeout=5).json()
     assert [v["version"] for v in status["versions"]] == [1, 2] and status["failed"][0]["version"] == 2
     assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/3", timeout=5), 404)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import eventually
 
 PATH = "/v2/models/mnist/infer"
 BODY = json.dumps({"inputs": [{"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8",
@@ -70,8 +71,8 @@ def test_a_client_that_never_pauses_does_not_keep_the_only_thread(server) -> Non
 
     thread = threading.Thread(target=busy, daemon=True)
     thread.start()
-    while busy_answers[0] < 20 and thread.is_alive():
-        time.sleep(0.01)
+    eventually(lambda: busy_answers[0] >= 20 or not thread.is_alive(), "20 answers to the pipelining client",
+               timeout=BUSY_CAP_SECONDS + 30, interval=0.01)
     started = busy_answers[0]
     with requests.Session() as other:
         statuses = [other.post(server.url + PATH, data=BODY, timeout=BUSY_CAP_SECONDS + 10).status_code

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import free_port
-from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
+from trainer_process import TrainerProcess, backups, saved_epochs
 
 from shared.model_store import ModelStore
 
@@ -47,7 +47,8 @@ def test_two_workers_train_one_model_survive_a_kill_by_resuming_and_match_one_wo
     home = tmp_path / "two"
     chief, other = start_workers(home, mnist_http.url(), jax_cache)
     other.wait_for_line(r"^epoch 2/3:", timeout=600)
-    wait_until(lambda: saved_epochs(home) >= 2, chief)  # process 0 writes the backup just after the line
+    # process 0 writes the backup just after the line
+    chief.wait_for(lambda: saved_epochs(home) >= 2, "a backup of two epochs", timeout=60)
     other.kill()
     assert chief.finish(timeout=TIMEOUT_S + 60) == 1, chief.output()  # bounded: no hang on a dead peer
     assert re.search(r"process 0 of 2: (lost contact with the other processes|no training step finished)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import QUICK_MIN_ACCURACY, SHARED_MNIST
 from helpers import tiny_mnist
-from trainer_process import TrainerProcess, backups, saved_epochs, wait_until
+from trainer_process import TrainerProcess, backups, saved_epochs
 
 from shared.model_store import ModelStore
 
@@ -15,7 +15,8 @@ SLICE = {"TRAIN_SUBSET": "1000", "EPOCHS": "4", "MIN_ACCURACY": str(QUICK_MIN_AC
 def test_a_trainer_killed_after_epoch_2_of_4_resumes_at_epoch_3_and_publishes_once(tmp_path, mnist_http):
     first = TrainerProcess(tmp_path, mnist_http.url(), **SLICE)
     first.wait_for_line(r"^epoch 2/4:", timeout=300)
-    wait_until(lambda: saved_epochs(tmp_path) >= 2, first)  # Keras writes the backup just after the line
+    # Keras writes the backup just after the line
+    first.wait_for(lambda: saved_epochs(tmp_path) >= 2, "a backup of two epochs", timeout=60)
     first.kill()
     assert ModelStore(tmp_path / "mnist").versions() == []
 

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, trainer_env
+from helpers import eventually
 
 
 class TrainerProcess:
@@ -38,15 +38,19 @@ class TrainerProcess:
 
     def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
         """Until `condition()`; fails with the output (killing the trainer) if it ends or time runs out."""
-        deadline = time.monotonic() + timeout
-        while not condition():
+        def reached() -> bool:
+            if condition():
+                return True
             if self.process.poll() is not None:
                 self._reader.join(5)
                 pytest.fail(f"trainer exited ({self.process.returncode}) before {what}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"no {what} after {timeout} s:\n{self.output()}")
-            time.sleep(0.01)
+            return False
+
+        try:
+            eventually(reached, what, timeout, interval=0.01, detail=self.output)
+        except AssertionError:
+            self.kill()
+            raise
 
     def wait_for_line(self, pattern: str, timeout: float) -> None:
         self.wait_for(lambda: any(re.search(pattern, line) for line in list(self.lines)),
@@ -78,10 +82,3 @@ def saved_epochs(home: Path) -> int:
         return json.loads((backup / "training_metadata.json").read_text())["epoch"]
     except (ValueError, OSError, KeyError):
         return 0
-
-
-def wait_until(condition: Callable[[], bool], trainer: TrainerProcess, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert trainer.process.poll() is None and time.monotonic() < deadline, trainer.output()
-        time.sleep(0.05)

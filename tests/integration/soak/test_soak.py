@@ -8,7 +8,6 @@ requests, the new version published from a copy of version 1). Figures are print
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import psutil
 import requests
 from conftest import run_trainer
+from helpers import eventually, every_worker, publish_copy, served
 
-from shared.model_store import METADATA_FILE, ModelStore
+from shared.model_store import ModelStore
 from soak.load import BLANK_DIGIT, Load, percentiles
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "10"))
@@ -26,33 +26,20 @@ LONG = SOAK_SECONDS >= 60
 WORKERS = 2
 
 
-def every_worker_serves(url: str, version: int) -> bool:
-    # Each worker has its own model manager; several requests in a row reach all of them.
-    return all(requests.get(url + "/models", timeout=10).json()["served_version"] == version
-               for _ in range(3 * WORKERS))
-
-
 def wait_until_served(url: str, version: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while not every_worker_serves(url, version):
-        assert time.monotonic() < deadline, f"version {version} not served by every worker after {timeout} s"
-        time.sleep(0.2)
+    """Until every worker serves `version`; the time it happened (time.monotonic())."""
+    eventually(lambda: every_worker(url, served(version), 3 * WORKERS), f"version {version} on every worker",
+               timeout, interval=0.2)
     return time.monotonic()
 
 
 def publish_new_version(home: Path, mnist_url: str) -> int:
     """Long run: the real trainer, competing with the server for the CPU. Short: a copy of 1."""
-    store = ModelStore(home / "mnist")
     if LONG:
         result = run_trainer(home, mnist_url, EPOCHS="1", TRAIN_SUBSET="1000", MIN_ACCURACY="0.1")
         assert result.returncode == 0, result.stdout + result.stderr
-        return store.latest()
-    with store.staging() as staged:
-        for source in store.version_dir(1).iterdir():
-            (staged / source.name).write_bytes(source.read_bytes())
-        metadata = json.loads((staged / METADATA_FILE).read_text())
-        return store.publish(staged, lambda folder, version: (folder / METADATA_FILE).write_text(
-            json.dumps({**metadata, "version": version})))
+        return ModelStore(home / "mnist").latest()
+    return publish_copy(home)
 
 
 def test_load_through_publish_hot_reload_and_rollback_fails_nothing(home_copy, mnist_http, start_server) -> None:
