@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 
 import pytest
@@ -127,3 +128,24 @@ def test_trainer_lines_follow_log_format(monkeypatch) -> None:
     text, line = stream.getvalue().splitlines()
     assert text == "trainer: published version 3"  # text: the line as it always read
     assert json.loads(line)["published_version"] == 3 and json.loads(line)["message"] == text
+
+
+def test_the_lines_own_record_formats_as_a_standard_one() -> None:
+    """request_log's record skips LogRecord's lookups; every attribute a format may name is still there."""
+    from server.request_log import _Line
+
+    record = _Line("server.requests", ("POST", "/v2/models/mnist/infer", 200, 1.25), {"request_id": "r1"})
+    standard = logging.LogRecord("server.requests", logging.INFO, __file__, 1, "%s", ("x",), None)
+    assert set(vars(standard)) <= set(vars(record))
+    every = " ".join(f"%({name})s" for name in sorted(vars(standard)) if name not in ("msg", "args"))
+    assert logging.Formatter(every + " %(message)s %(asctime)s").format(record).endswith(
+        "POST /v2/models/mnist/infer 200 1.2ms " + logging.Formatter().formatTime(record))
+    assert record.process == os.getpid() and record.levelname == "INFO"
+    assert json.loads(logs.JsonFormatter().format(record))["request_id"] == "r1"
+
+
+def test_iso_time_is_datetimes() -> None:
+    from datetime import UTC, datetime
+
+    for created in (0.0, 1796398325.0, 1796398325.0005, 1796398325.9999, 1796398325.123456, 1796398399.999):
+        assert logs.iso_time(created) == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
