@@ -9,13 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
-import time
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 import requests
+from helpers import CallFailed, CallStream, eventually
 
 from server.protocols import v2_grpc_messages as pb
 
@@ -35,13 +33,10 @@ def grpc_pool_up(stats_url: str) -> set[str]:
 
 
 def wait_pool(stats_url: str, replicas: int, timeout: float = 60) -> set[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        up = grpc_pool_up(stats_url)
-        if len(up) == replicas:
-            return up
-        time.sleep(0.5)
-    raise AssertionError(f"HAProxy: {replicas} gRPC replicas not up within {timeout} s ({grpc_pool_up(stats_url)})")
+    """Until HAProxy counts exactly `replicas` gRPC replicas UP; their addresses."""
+    eventually(lambda: len(grpc_pool_up(stats_url)) == replicas, f"HAProxy: {replicas} gRPC replicas up", timeout,
+               interval=0.5, detail=lambda: f"up: {sorted(grpc_pool_up(stats_url))}")
+    return grpc_pool_up(stats_url)
 
 
 def channel(address: str) -> grpc.Channel:
@@ -60,39 +55,25 @@ def infer(opened: grpc.Channel, image: np.ndarray) -> tuple[int, str]:
     return int(np.frombuffer(response.raw_output_contents[0], "<i8")[0]), served_by
 
 
-@dataclass
-class GrpcStream:
-    """One channel (one HTTP/2 connection to the proxy) calling ModelInfer from a thread until stopped."""
+class GrpcStream(CallStream[str]):
+    """One channel (one HTTP/2 connection to the proxy) calling ModelInfer from a thread until finished;
+    `served_by` holds the replica that answered each call."""
 
-    address: str
-    images: np.ndarray
-    pause: float = 0.02
-    served_by: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, address: str, images: np.ndarray, pause: float = 0.02) -> None:
+        self.images = images
+        self.opened = channel(address)
+        super().__init__(self._infer, pause, MAX_STREAM_CALLS)
 
-    def __post_init__(self) -> None:
-        self.thread = threading.Thread(target=self._send, daemon=True)
-        self.thread.start()
+    @property
+    def served_by(self) -> list[str]:
+        return self.results
 
-    def _send(self) -> None:
-        with channel(self.address) as opened:
-            for count in range(MAX_STREAM_CALLS):
-                if self.stop.is_set():
-                    return
-                try:
-                    self.served_by.append(infer(opened, self.images[count % len(self.images)])[1])
-                except grpc.RpcError as error:
-                    self.failures.append(f"{error.code().name}: {error.details()}")
-                time.sleep(self.pause)
+    def _infer(self, count: int) -> str:
+        try:
+            return infer(self.opened, self.images[count % len(self.images)])[1]
+        except grpc.RpcError as error:
+            raise CallFailed(f"{error.code().name}: {error.details()}") from None
 
-    def wait_for(self, more: int, timeout: float = 60) -> None:
-        target, deadline = len(self.served_by) + more, time.monotonic() + timeout
-        while len(self.served_by) < target and not self.failures:
-            assert self.thread.is_alive(), "the stream stopped"
-            assert time.monotonic() < deadline, f"{more} more answers not within {timeout} s"
-            time.sleep(0.05)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
+    def finish(self, timeout: float = 30) -> None:
+        super().finish(timeout)
+        self.opened.close()

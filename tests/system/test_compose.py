@@ -15,16 +15,17 @@ import os
 import re
 import shlex
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import requests
 from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256, free_port
+from helpers import CallFailed, CallStream, eventually, first_test_digits
 
 from shared.config import Config
 
@@ -52,6 +53,12 @@ def docker_unavailable() -> str | None:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return f"no Docker engine answers `docker info` ({last}); .ci/run starts one where CI allows"
     return None
+
+
+def require_docker() -> None:
+    """Skip the test, saying why, when no Docker engine answers."""
+    if reason := docker_unavailable():
+        pytest.skip(reason)
 
 
 class Stack:
@@ -87,18 +94,24 @@ class Stack:
     def timed(self, name: str, started: float) -> None:
         self.timings[name] = round(time.monotonic() - started, 1)
 
+    def health(self, service: str) -> str:
+        """Docker's health status of the service's (first) container (its HEALTHCHECK), or "no container"."""
+        container = self.run("ps", "-q", service).split()[:1]
+        if not container:
+            return "no container"
+        return self._run(["docker", "inspect", "-f", "{{.State.Health.Status}}", container[0]], 30).strip()
+
     def wait_healthy(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until Docker reports the server container healthy (its HEALTHCHECK) and /readyz answers 200."""
-        deadline = time.monotonic() + timeout
-        status = "no container"
-        while time.monotonic() < deadline:
-            container = self.run("ps", "-q", "server").strip()
-            if container:
-                status = self._run(["docker", "inspect", "-f", "{{.State.Health.Status}}", container], 30).strip()
-                if status == "healthy" and self.answers("/readyz"):
-                    return
-            time.sleep(0.5)
-        raise TimeoutError(f"server not healthy after {timeout} s (last: {status}):\n{self.logs()[-6000:]}")
+        """Until Docker reports the server container healthy and /readyz answers 200 through the proxy."""
+        eventually(lambda: self.health("server") == "healthy" and self.answers("/readyz"), "healthy server",
+                   timeout, interval=0.5, detail=lambda: f"{self.health('server')}:\n{self.logs()[-6000:]}")
+
+    def up_unless_serving(self) -> None:
+        """Build and start the stack unless it already answers /readyz (for tests that only need it running)."""
+        if not self.answers("/readyz"):
+            self.run("build", timeout=BUILD_TIMEOUT)
+            self.run("up", "-d", timeout=READY_TIMEOUT)
+            self.wait_healthy()
 
     def answers(self, path: str) -> bool:
         """Whether the published port (the proxy, which may still be starting) answers `path` with 200."""
@@ -111,10 +124,8 @@ class Stack:
         return requests.get(self.url + "/models", timeout=10).json()["served_version"]
 
     def wait_for_version(self, version: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.served_version() != version:
-            assert time.monotonic() < deadline, f"server still serves {self.served_version()}, not {version}"
-            time.sleep(0.5)
+        eventually(lambda: self.served_version() == version, f"version {version} served", timeout, interval=0.5,
+                   detail=lambda: f"still serves {self.served_version()}")
 
     def logs(self, *services: str) -> str:
         return self.run("logs", "--no-color", *services)
@@ -129,12 +140,9 @@ class Stack:
         return {kind: self._run(command, 60).split() for kind, command in listings.items()}
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
-    stack = Stack()
+@contextmanager
+def brought_down(stack: Stack) -> Iterator[Stack]:
+    """On the way out: the stack's logs to test-artifacts/, `down -v`, and nothing of it left behind."""
     try:
         yield stack
     finally:
@@ -143,7 +151,16 @@ def stack() -> Iterator[Stack]:
             (ARTIFACTS / f"{stack.project}.log").write_text(stack.logs())
         finally:
             stack.run("down", "-v", "--remove-orphans", "--timeout", "10")
-        assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    """One project for the module, not yet up: each test brings it to the state it needs (the end-to-end test
+    starts from `down -v`, the others from `up_unless_serving`), so they pass in any order."""
+    require_docker()
+    with brought_down(Stack()) as stack:
+        yield stack
 
 
 @dataclass(frozen=True)
@@ -153,54 +170,31 @@ class Answer:
     version: int
 
 
-@dataclass
-class PredictionStream:
-    """Sends one real digit per request from a background thread until stopped (bounded)."""
+class PredictionStream(CallStream[Answer]):
+    """Posts one real digit per request to `url` from a background thread until finished (bounded)."""
 
-    url: str
-    images: np.ndarray
-    pause: float = 0.05  # between requests: leave the shared cores to the trainer
-    answers: list[Answer] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, url: str, images: np.ndarray, pause: float = 0.05) -> None:
+        # `pause` between requests: leave the shared cores to the trainer.
+        self.url, self.images, self.session = url, images, requests.Session()
+        super().__init__(self._predict, pause, MAX_STREAM_REQUESTS)
 
-    def __post_init__(self) -> None:
-        self.thread = threading.Thread(target=self._send, daemon=True)
-        self.thread.start()
+    @property
+    def answers(self) -> list[Answer]:
+        return self.results
 
     @property
     def versions(self) -> list[int]:
-        return [answer.version for answer in self.answers]
+        return [answer.version for answer in self.results]
 
-    def _send(self) -> None:
-        session = requests.Session()
-        for count in range(MAX_STREAM_REQUESTS):
-            if self.stop.is_set():
-                return
-            image = self.images[count % len(self.images)]
-            try:
-                response = session.post(self.url, json={"instances": [image.tolist()]}, timeout=15)
-                if response.status_code == 200:
-                    served_by = response.headers.get("X-Served-By", "")
-                    self.answers.append(Answer(time.monotonic(), served_by, response.json()["model_version"]))
-                else:
-                    self.failures.append(f"{response.status_code}: {response.text[:200]}")
-            except requests.RequestException as error:
-                self.failures.append(repr(error))
-            time.sleep(self.pause)
-
-    def wait_for(self, more: int, timeout: float = 60) -> None:
-        """Until `more` further answers arrived (or a request failed); the stream goes on meanwhile."""
-        target = len(self.answers) + more
-        deadline = time.monotonic() + timeout
-        while len(self.answers) < target and not self.failures:
-            assert self.thread.is_alive(), "the stream stopped"
-            assert time.monotonic() < deadline, f"only {len(self.answers)} of {target} answers in {timeout} s"
-            time.sleep(0.1)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
+    def _predict(self, count: int) -> Answer:
+        image = self.images[count % len(self.images)]
+        try:
+            response = self.session.post(self.url, json={"instances": [image.tolist()]}, timeout=15)
+        except requests.RequestException as error:
+            raise CallFailed(repr(error)) from None
+        if response.status_code != 200:
+            raise CallFailed(f"{response.status_code}: {response.text[:200]}")
+        return Answer(time.monotonic(), response.headers.get("X-Served-By", ""), response.json()["model_version"])
 
 
 def predict(stack: Stack, images: np.ndarray) -> tuple[int, np.ndarray]:
@@ -212,8 +206,8 @@ def predict(stack: Stack, images: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def test_compose_stack_end_to_end(stack: Stack) -> None:
-    with np.load(SHARED_MNIST) as mnist:
-        images, labels = mnist["x_test"][:64], mnist["y_test"][:64]
+    images, labels = first_test_digits(SHARED_MNIST, 64)
+    stack.run("down", "-v", "--remove-orphans", "--timeout", "10")  # an empty volume, whatever ran before
 
     started = time.monotonic()
     stack.run("build", timeout=BUILD_TIMEOUT)
@@ -240,9 +234,8 @@ def test_compose_stack_end_to_end(stack: Stack) -> None:
         stack.make("retrain", "EPOCHS=1")
         stack.timed("retrain_s", started)
         stack.wait_for_version(2)
-        deadline = time.monotonic() + 30
-        while 2 not in stream.versions and not stream.failures and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: 2 in stream.versions or stream.failures, "version 2 in the stream's answers", timeout=30,
+                   interval=0.2)
     finally:
         stream.finish()
     assert not stream.failures, f"{len(stream.failures)} failed requests during the reload: {stream.failures[:5]}"
@@ -277,6 +270,7 @@ def version_rows(status: str) -> list[str]:
 def test_make_retrain_with_two_workers_publishes_one_version(stack: Stack) -> None:
     """`make retrain WORKERS=2`: two trainer containers on the compose network train one model (JAX backend,
     scripts/retrain-workers.sh); process 0 alone publishes, with the same weights as process 1."""
+    stack.up_unless_serving()
     versions_before = version_rows(stack.make("status", timeout=120))
     output = stack.make("retrain", "WORKERS=2", "EPOCHS=1", timeout=900)
     assert "training data-parallel on 2 devices in 2 processes" in output, output

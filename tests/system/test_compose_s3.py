@@ -5,39 +5,32 @@ healthy, and hot-reloads a retrain with no failed request. Built on tests/system
 from __future__ import annotations
 
 import json
-import time
 
-import numpy as np
-import pytest
 from conftest import SHARED_MNIST
-from test_compose import BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, docker_unavailable
+from helpers import eventually, first_test_digits
+from test_compose import BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, brought_down, require_docker
 
 # docker-compose.s3.yml before the test file, so the test's dataset bind mount survives its volume reset.
 FILES = "-f docker-compose.yml -f docker-compose.s3.yml -f docker-compose.test.yml"
 
 
 def test_compose_with_a_bucket_store_serves_and_hot_reloads() -> None:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_docker()
     stack = Stack("mnist-s3")
     stack.compose = f"docker compose -p {stack.project} {FILES}"
     # The override's own bucket and keys, whatever AWS settings the host's shell has.
     stack.env = {key: value for key, value in stack.env.items() if not key.startswith("AWS_")}
-    with np.load(SHARED_MNIST) as mnist:
-        images = mnist["x_test"][:16]
-    try:
+    images, _labels = first_test_digits(SHARED_MNIST, 16)
+    with brought_down(stack):
         stack.run("build", timeout=BUILD_TIMEOUT)
         stack.run("up", "-d", timeout=READY_TIMEOUT)
         stack.wait_healthy()
         assert "published version 1 to s3://models/mnist/1" in stack.logs("trainer")
         assert "fetched model version 1 from s3://models/mnist" in stack.logs("server")
         assert stack.served_version() == 1
-        grpc = stack.run("ps", "-q", "grpc").strip()  # the gRPC process syncs the bucket too
-        deadline = time.monotonic() + 120
-        while stack._run(["docker", "inspect", "-f", "{{.State.Health.Status}}", grpc], 30).strip() != "healthy":
-            assert time.monotonic() < deadline, stack.logs("grpc")[-3000:]
-            time.sleep(1)
+        # The gRPC process syncs the bucket too.
+        eventually(lambda: stack.health("grpc") == "healthy", "healthy grpc service", timeout=120, interval=1,
+                   detail=lambda: stack.logs("grpc")[-3000:])
         for service in ("trainer", "server", "grpc"):  # no volume between them: only the bucket
             container = stack.run("ps", "-aq", service).split()[0]
             mounts = json.loads(stack._run(["docker", "inspect", "-f", "{{json .Mounts}}", container], 30))
@@ -57,6 +50,3 @@ def test_compose_with_a_bucket_store_serves_and_hot_reloads() -> None:
             stream.finish()
         assert not stream.failures, f"{len(stream.failures)} failed requests: {stream.failures[:5]}"
         assert {1, 2} <= set(stream.versions), f"versions seen: {sorted(set(stream.versions))}"
-    finally:
-        stack.run("down", "-v", "--remove-orphans", "--timeout", "10")
-    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}

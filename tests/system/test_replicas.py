@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 import requests
 from conftest import ROOT, SHARED_MNIST
-from test_compose import ARTIFACTS, BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, docker_unavailable
+from helpers import eventually, first_test_digits
+from test_compose import ARTIFACTS, BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, brought_down, require_docker
 
 REPLICAS = 3
 MARK_TIMEOUT = 30  # seconds for the proxy to take a replica out of, or back into, the pool
@@ -79,11 +80,9 @@ class ProxyStats:
 
     def wait(self, condition: Callable[[set[str]], bool], what: str, timeout: float = MARK_TIMEOUT) -> float:
         """Seconds until `condition(up addresses)` holds."""
-        started = time.monotonic()
-        while not condition(up := self.up()):
-            assert time.monotonic() - started < timeout, f"proxy: {what} not within {timeout} s (up: {sorted(up)})"
-            time.sleep(0.2)
-        return round(time.monotonic() - started, 2)
+        took = eventually(lambda: condition(self.up()), f"proxy: {what}", timeout, interval=0.2,
+                          detail=lambda: f"up: {sorted(self.up())}")
+        return round(took, 2)
 
 
 class ReplicaStack(Stack):
@@ -114,29 +113,23 @@ class ReplicaStack(Stack):
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[ReplicaStack]:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
-    stack = ReplicaStack()
-    try:
-        stack.run("build", timeout=BUILD_TIMEOUT)
-        stack.run("up", "-d", "--wait", timeout=READY_TIMEOUT)
-        yield stack
-    finally:
-        ARTIFACTS.mkdir(exist_ok=True)
+    """One stack for the module (a build and a first training run are minutes). Safe to share: each test first
+    scales the replicas to what it needs and reads versions relative to the one served, so any order passes."""
+    require_docker()
+    with brought_down(ReplicaStack()) as stack:
         try:
-            (ARTIFACTS / f"{stack.project}.log").write_text(stack.logs())
+            stack.run("build", timeout=BUILD_TIMEOUT)
+            stack.run("up", "-d", "--wait", timeout=READY_TIMEOUT)
+            yield stack
+        finally:
+            ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / "replicas.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
             print(f"replicas: {RESULTS}")
-        finally:
-            stack.run("down", "-v", "--remove-orphans", "--timeout", "10")
-        assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
 
 
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
-    with np.load(SHARED_MNIST) as mnist:
-        return mnist["x_test"][:32]
+    return first_test_digits(SHARED_MNIST, 32)[0]
 
 
 def python_throughput(url: str, image: list) -> float:
@@ -269,10 +262,8 @@ def test_retrain_under_load_reaches_every_replica_and_never_goes_back(stack: Rep
             return {slot: min((a.at for a in stream.answers if a.served_by == slot and a.version == new),
                               default=float("inf")) for slot in slots}
 
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while max(first_new_answers().values()) == float("inf"):
-            assert not stream.failures and time.monotonic() < deadline, f"not every replica serves {new}"
-            time.sleep(0.2)
+        eventually(lambda: max(first_new_answers().values()) < float("inf") or stream.failures,
+                   f"version {new} from every replica", CONVERGE_TIMEOUT, interval=0.2)
         converged_s = round(max(first_new_answers().values()) - published_at, 2)
         stream.wait_for(30)
     finally:
@@ -325,3 +316,30 @@ def test_killing_a_grpc_replica_under_a_stream_fails_no_call(stack: ReplicaStack
     assert not stream.failures, f"{len(stream.failures)} failed calls around the kill: {stream.failures[:5]}"
     RESULTS["grpc_kill"] = {"calls": len(stream.served_by), "calls_after_kill": len(stream.served_by) - killed,
                             "failed": len(stream.failures)}
+
+
+def test_real_grpc_clients_through_the_proxy(stack: ReplicaStack, tmp_path: Path) -> None:
+    """tritonclient.grpc (its raw-contents default, typed contents, the served and a numbered version, BYTES PNG)
+    and kserve's InferenceGRPCClient, unmodified, through HAProxy's h2c port to two gRPC replicas."""
+    from grpc_stream import wait_pool
+
+    from tests.integration.test_grpc_clients import MIN_ACCURACY, run_client
+
+    stack.run("up", "-d", "--wait", "--scale", f"grpc={GRPC_REPLICAS}", timeout=READY_TIMEOUT)
+    wait_pool(stack.stats_url, GRPC_REPLICAS, MARK_TIMEOUT)
+    with np.load(SHARED_MNIST) as mnist:
+        images, labels = mnist["x_test"][:64], mnist["y_test"][:64]
+    np.save(tmp_path / "digits.npy", images)
+    said = run_client("triton", stack.grpc_address, tmp_path / "digits.npy", token="")  # the stack has no token
+    assert said["live_ready"] == [True, True, True, True]
+    assert said["raw 1"]["version"] == "1" and said["raw 1"]["raw"] == 2
+    for case in ("raw served", "raw 1"):
+        assert (np.array(said[case]["labels"]) == labels).mean() > MIN_ACCURACY
+    assert said["typed"]["labels"] == said["raw served"]["labels"]
+    assert (np.array(said["png"]) == labels[:16]).mean() > MIN_ACCURACY - 0.1
+    assert said["unknown version"][0] == "StatusCode.NOT_FOUND"
+    said = run_client("kserve", stack.grpc_address, tmp_path / "digits.npy", token="")
+    assert said["live_ready"] == [True, True, True]
+    assert said["raw"]["labels"] == said["typed"]["labels"]
+    assert (np.array(said["raw"]["labels"]) == labels).mean() > MIN_ACCURACY
+
