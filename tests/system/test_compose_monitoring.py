@@ -4,28 +4,27 @@ series, and when one replica stops, its MnistReplicaDown alert goes pending. Bui
 
 from __future__ import annotations
 
-import time
-
-import pytest
 import requests
 from conftest import free_port
-from test_compose import BUILD_TIMEOUT, READY_TIMEOUT, Stack, docker_unavailable
+from helpers import eventually
+from test_compose import BUILD_TIMEOUT, READY_TIMEOUT, Stack, brought_down, require_docker
 
 FILES = "-f docker-compose.yml -f docker-compose.test.yml -f docker-compose.monitoring.yml"
 
 
 def _until(prometheus: str, path: str, check, what: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
     answer: dict = {}
-    while time.monotonic() < deadline:
+
+    def seen() -> bool:
+        nonlocal answer
         try:
             answer = requests.get(prometheus + path, timeout=5).json()
-            if answer.get("status") == "success" and check(answer["data"]):
-                return answer["data"]
         except (requests.ConnectionError, ValueError):
-            pass  # Prometheus still starting
-        time.sleep(1)
-    raise AssertionError(f"{what} not seen in {timeout} s; last answer: {answer}")
+            return False  # Prometheus still starting
+        return answer.get("status") == "success" and check(answer["data"])
+
+    eventually(seen, what, timeout, interval=1, detail=lambda: f"last answer: {answer}")
+    return answer["data"]
 
 
 def _query(expression: str) -> str:
@@ -33,14 +32,12 @@ def _query(expression: str) -> str:
 
 
 def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
-    reason = docker_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_docker()
     prometheus_port = free_port()
     stack = Stack("mnist-monitoring", REPLICAS="2", PROMETHEUS_PORT=str(prometheus_port))
     stack.compose = f"docker compose -p {stack.project} {FILES}"
     prometheus = f"http://127.0.0.1:{prometheus_port}"
-    try:
+    with brought_down(stack):
         stack.run("build", timeout=BUILD_TIMEOUT)
         stack.run("up", "-d", "--wait", timeout=READY_TIMEOUT)  # every replica healthy (as `make up`)
         for _ in range(3):
@@ -60,6 +57,3 @@ def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
             return any(alert["labels"]["alertname"] == "MnistReplicaDown" and alert["state"] in ("pending", "firing")
                        for alert in data["alerts"])
         _until(prometheus, "/api/v1/alerts", replica_down, "MnistReplicaDown pending")
-    finally:
-        stack.run("down", "-v", "--remove-orphans", "--timeout", "10")
-    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
