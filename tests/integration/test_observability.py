@@ -1,6 +1,7 @@
 """Operability through a real gunicorn (LOG_FORMAT=json, two workers, batching on) over the trained model:
 every request gives exactly one JSON line with its id in the server's stdout (and no gunicorn access line),
 the id an error answer carries finds its line, and every metric the Grafana dashboard queries is in /metrics.
+The real gRPC process the same way: one JSON line per call (health and reflection too), an error's id one grep.
 """
 
 from __future__ import annotations
@@ -10,11 +11,18 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import requests
 from conftest import LiveServer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import eventually
 from prometheus_client.parser import text_string_to_metric_families
+
+from server.protocols import v2_grpc_messages as pb
+from tests.integration.grpc_process import GrpcProcess
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "grafana-dashboard.json"
 
@@ -73,3 +81,37 @@ def test_every_metric_the_dashboard_queries_is_exported(live: LiveServer) -> Non
                for name in re.findall(r"\b(mnist_[a-z_]+)\b", target["expr"])}
     assert len(queried) >= 7
     assert queried <= exported, sorted(queried - exported)
+
+
+def test_grpc_calls_give_one_json_line_each_and_an_errors_id_is_one_grep(trained_home: Path, tmp_path: Path) -> None:
+    process = GrpcProcess(trained_home, tmp_path / "grpc.log", LOG_FORMAT="json", AUTH_TOKEN="s3cret")
+    try:
+        process.wait_serving()
+        with grpc.insecure_channel(process.address) as channel:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                      metadata=[("x-request-id", "live-check")])
+            list(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                metadata=[("x-request-id", "live-reflection")]))
+            request = pb.ModelInferRequest(model_name="mnist")
+            request.inputs.add(name="images", datatype="UINT8", shape=[1, 28, 28])
+            request.raw_input_contents.append(bytes(784))
+            infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer",
+                                        request_serializer=pb.ModelInferRequest.SerializeToString,
+                                        response_deserializer=pb.ModelInferResponse.FromString)
+            with pytest.raises(grpc.RpcError) as raised:  # no token: UNAUTHENTICATED, its id in the details
+                infer(request, timeout=30)
+        error_id = re.search(r"\(request id ([0-9a-f]{32})\)$", raised.value.details())[1]
+
+        def lines() -> dict[str, dict]:
+            return {line["request_id"]: line for line in _request_lines(process)}
+
+        eventually(lambda: {"live-check", "live-reflection", error_id} <= set(lines()), "the three lines",
+                   timeout=10, detail=process.log)
+        by_id, log = lines(), process.log()
+    finally:
+        process.stop()
+    assert (by_id["live-check"]["route"], by_id["live-check"]["status"]) == ("/grpc.health.v1.Health/Check", "OK")
+    assert by_id["live-reflection"]["method"] == "ServerReflectionInfo"
+    assert (by_id[error_id]["status"], by_id[error_id]["protocol"]) == ("UNAUTHENTICATED", "grpc")
+    assert sum(error_id in line for line in log.splitlines()) == 1  # one grep, one line
