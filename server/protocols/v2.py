@@ -229,8 +229,14 @@ def decode(body: bytes, header_length: str | None, max_batch_size: int, version:
         raise InputError('"inputs" must be a non-empty list of tensors')
     tensors = [_Tensor(tensor, index) for index, tensor in enumerate(inputs)]
     check_batch_size(sum(tensor.images for tensor in tensors), max_batch_size)  # before decoding any data
+    batches = _tensor_pixels(tensors, may_hold_booleans(body, len(header)), binary)
+    pixels = batches[0] if len(batches) == 1 else np.concatenate(batches)
+    return InferRequest(pixels, version, outputs, parameters, request.get("id"))
+
+
+def _tensor_pixels(tensors: list[_Tensor], text_has_booleans: bool, binary: memoryview | None) -> list[np.ndarray]:
+    """Each input tensor's pixels, from its JSON data or its slice of the binary data after the JSON header."""
     batches, offset, budget = [], 0, DecodeBudget()
-    text_has_booleans = may_hold_booleans(body, len(header))
     for tensor in tensors:
         if tensor.binary_size is None:
             batches.append(tensor.pixels_from_json(text_has_booleans, budget))
@@ -246,8 +252,7 @@ def decode(body: bytes, header_length: str | None, max_batch_size: int, version:
     if binary is not None and offset != len(binary):
         raise InputError(f"{len(binary) - offset} bytes follow the JSON and the binary inputs; "
                          f"{HEADER_LENGTH} or binary_data_size is wrong")
-    pixels = batches[0] if len(batches) == 1 else np.concatenate(batches)
-    return InferRequest(pixels, version, outputs, parameters, request.get("id"))
+    return batches
 
 
 def encode(result: InferResult, request: InferRequest) -> Encoded:
