@@ -14,8 +14,6 @@ from conftest import ROOT, SHARED_MNIST, run_trainer
 
 from shared.model_store import METADATA_FILE, ONNX_FILE, ModelStore
 
-pytestmark = pytest.mark.slow
-
 
 def mnist_slice(train_images: int, test_images: int):
     from shared.dataset import Mnist
