@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import time
 
-# gthread's loop writes its count at least once a second (its poll timeout); a worker quiet for
+# A worker's loop writes its count at least once a second (gunicorn's notify); a worker quiet for
 # longer has died or is stuck, and its seat no longer holds anyone back.
 STALE_SECONDS = 5.0
 _FIELDS = 2  # per seat: connections held, and when that was written (time.monotonic(); 0 = empty)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.compute import offload
 from server.errors import Unavailable
 from shared.config import Config
 
@@ -75,7 +76,7 @@ class Batcher:
         """`run(pixels)`, possibly as part of a larger call; its exception, if any, is raised here."""
         if len(pixels) >= self.max_batch_size:
             self._check_open()
-            return run(pixels)
+            return offload(run, pixels)
         pending = _Pending(pixels, run)
         with self._changed:
             self._check_open()
@@ -155,7 +156,7 @@ class Batcher:
         started = time.perf_counter()
         try:
             pixels = batch[0].pixels if len(batch) == 1 else np.concatenate([p.pixels for p in batch])
-            result = batch[0].run(pixels)
+            result = offload(batch[0].run, pixels)  # on a compute thread: the worker's loop keeps reading
             if len(result) != len(pixels):
                 raise RuntimeError(f"model answered {len(result)} rows for {len(pixels)} images")
             offset = 0

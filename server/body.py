@@ -1,13 +1,12 @@
-"""Reading request bodies so that slow clients cannot hold the server's threads.
+"""Reading request bodies so that slow clients cannot hold the server for long.
 
-gunicorn's gthread worker reads a body inside the request thread, so a client that trickles
-its body (slowloris) holds a thread for as long as it likes, and WEB_CONCURRENCY x THREADS
-such clients stall every other request. Here the body is read in pieces, and the first N bytes
-must have arrived GRACE_SECONDS + N / MIN_BYTES_PER_SECOND after reading began (the idea of
-Kestrel's minimum request body data rate); when a piece is late, the watchdog (server.watchdog)
-shuts the socket's read side, the read returns short, and the client gets 408. Request headers
-get a deadline in server.worker. A proxy that buffers bodies (nginx) in front of gunicorn would
-make this moot, but none is required.
+The worker (server/worker.py, gunicorn's gevent worker) reads bodies on its event loop, so a
+client that trickles its body (slowloris) holds a greenlet and the bytes it sent, never a compute
+thread. It is still cut off: the first N bytes must have arrived GRACE_SECONDS + N /
+MIN_BYTES_PER_SECOND after reading began (the idea of Kestrel's minimum request body data rate);
+when a piece is late, the watchdog (server.watchdog) shuts the socket's read side, the read
+returns short, and the client gets 408. Request headers must arrive within gunicorn's `keepalive`
+seconds (the gevent worker times the header read with it; server/gunicorn.conf.py).
 """
 
 from __future__ import annotations

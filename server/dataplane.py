@@ -23,6 +23,7 @@ import numpy as np
 
 from server import metrics, tracing
 from server.batching import Batcher, QueueFull
+from server.compute import offload
 from server.errors import NotFound, Unavailable
 from server.model_manager import LoadedModel, ModelManager
 from server.protocols.common import InferRequest, InferResult, check_batch_size
@@ -109,4 +110,4 @@ class DataPlane:
                     metrics.QUEUE_FULL.inc()  # the alert's own signal: a 503 alone may have other causes
                     raise
         with tracing.span("model run", model_version=model.version, batch_size=len(pixels)):
-            return model.model.predict(scaled)
+            return offload(model.model.predict, scaled)

@@ -29,13 +29,17 @@ except ConfigError as error:
 
 bind = f"{_config.bind_host}:{_config.port}"
 workers = _config.workers
-# gthread, plus a deadline on request headers so slow clients cannot hold every thread (server/worker.py).
-worker_class = "server.worker.HeaderDeadlineWorker"
+# gunicorn's gevent worker: one event loop per worker reads every connection, headers and body, so a
+# silent or slow client holds a greenlet, never a thread; only complete requests reach the compute threads
+# (THREADS real threads per worker: server/compute.py). Headers must arrive within `keepalive` seconds (the
+# gevent worker times the header read with it), bodies faster than server/body.py's floor. The subclass adds
+# least-connections accept across the workers (server/worker.py). Measured against the gthread worker it
+# replaced: bench/results.md, "Hostile clients".
+worker_class = "server.worker.BalancedGeventWorker"
+worker_connections = 1000  # connections per worker (greenlets): what silent clients can fill, not threads
 threads = _config.threads
-# One listening socket shared by the workers, each accepting only while it holds no more connections
-# than any other (server/balance.py). With SO_REUSEPORT the kernel's hash splits keep-alive connections
-# unevenly and the busier worker sets the batch-1 tail; with one shared socket and no count, whichever
-# worker woke first took a burst. Figures: bench/results.md, "Connections over gunicorn workers".
+# One listening socket shared by the workers, each accepting only while it holds no more connections than
+# any other (server/worker.py, server/balance.py): SO_REUSEPORT's hash spreads unevenly.
 reuse_port = False
 # Room for TTIN-added workers and for a reload's new workers while the old ones drain.
 _connections = ConnectionTable(seats=max(64, 4 * workers))
@@ -69,11 +73,8 @@ accesslog = "-" if _config.access_log else None
 
 
 def pre_request(worker, req) -> None:
-    from server.worker import headers_complete
-
-    headers_complete()  # the headers are in: their deadline no longer applies
     if worker.should_shed(req):
-        req.must_close = True  # the client reconnects, to a worker with fewer connections (server/balance.py)
+        req.must_close = True  # the client reconnects, to a worker with fewer connections (server/worker.py)
     worker.log.debug("%s %s", req.method, req.path)
 
 
@@ -86,6 +87,7 @@ def child_exit(_server, worker) -> None:
 
     if getattr(worker, "connection_seat", None) is not None:
         worker.connection_seat.release()
+
     multiprocess.mark_process_dead(worker.pid)  # drop the dead worker's live gauges
 
 
@@ -96,6 +98,10 @@ def on_exit(_server) -> None:
 
 def post_worker_init(_worker) -> None:
     import gc
+
+    from server import compute
+
+    compute.attach(_config.threads)
 
     # Everything loaded so far (Flask, numpy, onnx, the model) lives as long as the worker: out of the
     # collector's sight, a full collection no longer walks it, and each collection is a pause of every

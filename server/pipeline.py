@@ -31,6 +31,7 @@ from werkzeug.wsgi import get_content_length
 from server import metrics, request_log, tracing
 from server.auth import check_token
 from server.body import read_limited
+from server.compute import offload
 from server.errors import ApiError
 from server.http_errors import INTERNAL_ERROR
 from server.protocols import native, tfserving, v2
@@ -180,7 +181,7 @@ class Pipeline:
                 data = read_limited(environ, get_content_length(environ), self.max_body_bytes)
             plane, codec = self.found.plane, CODECS[route.codec]
             with tracing.span("decode", protocol=route.codec):
-                decoded = codec.decode(data, WsgiHeaders(environ), version, plane.max_batch_size)
+                decoded = offload(codec.decode, data, WsgiHeaders(environ), version, plane.max_batch_size)
             result = plane.infer(decoded)
             request_log.note(environ, model_version=result.version, images=len(result.probabilities))
             with tracing.span("encode", protocol=route.codec):

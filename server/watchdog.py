@@ -1,8 +1,8 @@
 """Deadlines on blocking socket reads: past its deadline, a socket's read side is shut down.
 
-A thread blocked in recv() then sees end-of-file and gives up, which is the only way to bound
-a read that gunicorn's gthread worker does in blocking mode. One watchdog thread per process
-serves every deadline. Standard library only: gunicorn's master imports it (server.worker).
+A reader blocked in recv() then sees end-of-file and gives up: request bodies get their rate
+floor this way (server/body.py). One watchdog thread per process serves every deadline; under
+gunicorn's gevent worker it is a greenlet, and the blocked reader another.
 """
 
 from __future__ import annotations

@@ -1,31 +1,24 @@
-"""gunicorn's gthread worker with a deadline on request headers, and keep-alive without a hand-off.
+"""gunicorn's gevent worker, accepting by least connections across the workers.
 
-Header deadline: gthread parses a request's headers inside a request thread, in blocking mode and
-without a time limit, so WEB_CONCURRENCY x THREADS clients that trickle their headers (slowloris)
-stall every other request. Here, once a connection has data, its headers must be complete within
-HEADER_SECONDS (they are a few hundred bytes, normally in one packet); otherwise the watchdog
-shuts the socket's read side and gunicorn drops the connection. The deadline is disarmed by
-the `pre_request` hook in gunicorn.conf.py, which gunicorn calls when the headers are parsed.
+gunicorn's gevent worker reads every connection on one event loop per worker, so slow or silent
+clients hold greenlets, never threads (compute runs on real threads: server/compute.py). What it
+lacks is spreading: with one listening socket shared by the workers, whichever loop wakes first
+accepts, and a client's burst of keep-alive connections often lands 16 of 16 on one worker, whose
+one core then sets every request's latency (SO_REUSEPORT spreads by a hash of the addresses, which
+is even only on average). Here each worker publishes how many connections it holds in a table the
+master allocates before forking (server/balance.py), and a worker that holds more than another live
+worker stops accepting for YIELD_PAUSE_SECONDS after each accept, leaving the next connection to the
+other. Keep-alive connections outlive the moment they were spread (a client's pool opened while the
+other worker was still loading its model, or had just been restarted), so a worker holding two or more
+connections more than another answers one request with `Connection: close`, at most every
+SHED_INTERVAL_SECONDS; the client opens a new connection, which goes to the worker with fewer. Never a
+request with bytes behind it (a pipelined request, already read or still in the socket): closing after
+the answer would drop it. Measured: bench/results.md, "Hostile clients".
 
-Keep-alive: after each answer gthread hands the connection back to its poller thread, which
-hands it to the thread pool again when the next request arrives: three thread wake-ups per
-request, about a quarter of a batch-1 request's worker samples in py-spy before this. Here the
-thread that answered keeps the connection for up to LINGER_SECONDS when no other connection is
-waiting for a thread, and serves the next request itself. When one is waiting, the connection
-goes back to the poller as before, so no connection can hold a thread while another waits.
-
-Least connections: when the workers share one listening socket (reuse_port off), each publishes
-how many connections it holds (server/balance.py), and a worker holding more than another live
-worker leaves a waiting connection to it: it takes the listener out of its poller for
-YIELD_PAUSE_SECONDS, and accepts anyway once it has left one for YIELD_LIMIT_SECONDS, so a
-connection is never stranded by a stale count. Keep-alive connections outlive the moment they
-were spread (a client's pool opened while the other worker still held closing connections, or
-while a restarted worker booted), so a worker holding two or more connections more than another
-answers one request with `Connection: close`, at most every SHED_INTERVAL_SECONDS; the client
-opens a new connection, which goes to the worker with fewer. Never a request with bytes behind it
-(a pipelined request, already read or still in the socket): closing after the answer would drop it.
-A request that arrives after the answer was decided is the client's to retry, as HTTP/1.1 says of any
-connection a server closes.
+This module is the one adapter to gunicorn's internals: `run` is gunicorn's GeventWorker.run with the
+StreamServers kept (gevent's public stop_accepting and start_accepting need them), and `_followed` reads
+the request parser's read-ahead buffer. tests/unit/test_worker_adapter.py and test_shed_pipelined.py fail,
+naming what changed, when a gunicorn upgrade changes either.
 """
 
 from __future__ import annotations
@@ -33,38 +26,26 @@ from __future__ import annotations
 import math
 import select
 import socket
-import threading
 import time
+from functools import partial
 from typing import Any
 
-# _DEFER is gthread's "hand the connection back to the poller" answer; gunicorn is pinned, and a
-# changed gunicorn fails here at worker boot, where every server test sees it.
-from gunicorn.workers.gthread import _DEFER, DEFAULT_WORKER_DATA_TIMEOUT, ThreadWorker
+import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gunicorn.sock import ssl_context
+from gunicorn.workers.ggevent import GeventWorker
 
 from server.balance import Seat
-from server.watchdog import WATCHDOG
 
-HEADER_SECONDS = 1.0
-# A client that sends its next request as soon as it has the answer (a service calling in a loop)
-# does so within a fraction of a millisecond; one that does not is better served by the poller.
-LINGER_SECONDS = 0.002
-# Another worker's poller takes well under a millisecond to accept, unless a request thread holds
-# its GIL (up to the 5 ms switch interval).
+# Another worker's loop takes well under a millisecond to accept when it is not computing; on a busy
+# machine it may not run for longer, so a worker keeps leaving connections to it for up to YIELD_LIMIT_SECONDS
+# and then accepts anyway: a connection is never stranded by a stale or stuck count.
 YIELD_PAUSE_SECONDS = 0.001
 YIELD_LIMIT_SECONDS = 0.02
-_YIELD_STREAK_GAP = 0.05  # yields further apart than this are about different connections
 # Long enough for the closed connection to be counted out and its successor accepted elsewhere.
 SHED_INTERVAL_SECONDS = 0.2
 _PEEK_LIMIT = 64 * 1024  # a body still this far from complete is not looked past (its request is not shed)
-_pending = threading.local()  # the header deadline of the request this thread is reading
-
-
-def headers_complete() -> None:
-    """Disarm this thread's header deadline (from gunicorn's pre_request hook)."""
-    token = getattr(_pending, "token", None)
-    if token is not None:
-        WATCHDOG.disarm(token)
-        _pending.token = None
 
 
 def _followed(req: Any) -> bool:
@@ -83,35 +64,61 @@ def _followed(req: Any) -> bool:
     if sock is None or missing > _PEEK_LIMIT:
         return sock is not None
     try:
-        waiting = sock.recv(missing + 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
+        # Polled first: a gevent socket waits for data on EAGAIN even with MSG_DONTWAIT, which would hold this
+        # request until the client sent more (it never does: it waits for this answer).
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        waiting = sock.recv(missing + 1, socket.MSG_PEEK)  # readable: returns at once
+    except (OSError, ValueError):
         return True  # closed or broken: no answer goes out anyway
     return len(waiting) > missing
 
 
-def _readable_within(sock: Any, seconds: float) -> bool:
-    try:
-        readable, _, _ = select.select([sock], [], [], seconds)
-    except (OSError, ValueError):  # closed meanwhile
-        return False
-    return bool(readable)
-
-
-class HeaderDeadlineWorker(ThreadWorker):
+class BalancedGeventWorker(GeventWorker):
     def init_process(self) -> None:
-        # gunicorn.conf.py's pre_fork hook seats each worker; with reuse_port each worker has its
-        # own socket, and a connection the kernel queued on it can only be accepted by it.
+        # gunicorn.conf.py's pre_fork hook seats each worker; with reuse_port each worker has its own socket,
+        # and a connection the kernel queued on it can only be accepted by it.
         seat = getattr(self, "connection_seat", None)
         self._seat: Seat | None = None if self.cfg.reuse_port else seat
-        self._pause_accepting = False
-        self._streak_start = self._last_yield = self._last_shed = -math.inf
+        self._servers: list[StreamServer] = []
+        self._held = 0
+        self._paused_since: float | None = None
+        self._last_shed = -math.inf
         super().init_process()
+
+    def run(self) -> None:
+        """gunicorn 27.0.1's GeventWorker.run, keeping the servers (no pywsgi server_class, no SSL here)."""
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        for sock in self.sockets:
+            sock.setblocking(1)
+            server = StreamServer(sock, handle=partial(self.handle, sock), spawn=Pool(self.worker_connections),
+                                  **ssl_args)
+            if self.cfg.workers > 1:
+                server.max_accept = 1
+            server.start()
+            self._servers.append(server)
+        while self.alive:
+            self.notify()
+            gevent.sleep(1.0)
+        self._publish()  # withdrawn: a stopping worker must not hold the others back
+        try:
+            for server in self._servers:
+                server.close()  # stop accepting; requests in flight finish until graceful_timeout
+            started = time.time()
+            while time.time() - started <= self.cfg.graceful_timeout:
+                if all(server.pool.free_count() == server.pool.size for server in self._servers):
+                    return
+                self.notify()
+                gevent.sleep(1.0)
+            self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+            for server in self._servers:
+                server.stop(timeout=1)
+        except Exception:  # as gunicorn's own: the worker exits either way
+            pass
 
     def should_shed(self, req: Any) -> bool:
         """Whether `req` (headers just parsed) should be answered with `Connection: close` (pre_request hook)."""
-        if self._seat is None or not self._seat.crowded(self.nr_conns) or _followed(req):
+        if self._seat is None or not self._seat.crowded(self._held) or _followed(req):
             return False
         now = time.monotonic()
         if now - self._last_shed < SHED_INTERVAL_SECONDS:
@@ -120,56 +127,39 @@ class HeaderDeadlineWorker(ThreadWorker):
         return True
 
     def notify(self) -> None:
-        super().notify()  # once per pass of gthread's loop, and at least once a second
+        super().notify()  # at least once a second: keeps this worker's count fresh for the others
         self._publish()
 
-    def accept(self, listener: Any) -> None:
-        if self._seat is not None and self._seat.should_yield(self.nr_conns):
-            now = time.monotonic()
-            if now - self._last_yield > _YIELD_STREAK_GAP:
-                self._streak_start = now
-            self._last_yield = now
-            if now - self._streak_start < YIELD_LIMIT_SECONDS:
-                self._pause_accepting = True
-                return
-        super().accept(listener)
+    def handle(self, listener: Any, client: Any, addr: Any) -> None:
+        self._held += 1
         self._publish()
+        if self._seat is not None and self._paused_since is None and self._seat.should_yield(self._held):
+            self._paused_since = time.monotonic()
+            for server in self._servers:
+                server.stop_accepting()
+            gevent.spawn_later(YIELD_PAUSE_SECONDS, self._resume)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._held -= 1
+            self._publish()
 
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        if self._pause_accepting:
-            self._pause_accepting = False
-            self.set_accept_enabled(False)  # gthread's loop registers the listener again on its next pass
-            timeout = YIELD_PAUSE_SECONDS
-        super().wait_for_and_dispatch_events(timeout)
+    def _resume(self) -> None:
+        assert self._seat is not None and self._paused_since is not None
+        waited = time.monotonic() - self._paused_since
+        if self.alive and waited < YIELD_LIMIT_SECONDS and self._seat.should_yield(self._held):
+            gevent.spawn_later(YIELD_PAUSE_SECONDS, self._resume)  # the other worker has not taken it yet
+            return
+        self._paused_since = None
+        if self.alive:
+            for server in self._servers:
+                if not server.closed:
+                    server.start_accepting()
 
     def _publish(self) -> None:
         if self._seat is None:
             return
         if not self.alive:
-            self._seat.withdraw()  # it accepts nothing more: others must not leave connections to it
+            self._seat.withdraw()
         else:
-            self._seat.publish(self.nr_conns if self.nr_conns < self.worker_connections else math.inf)
-
-    def handle(self, conn: Any) -> Any:
-        # A new connection first gets gthread's own wait for its first bytes (then back to the
-        # poller); the deadline starts once there is something to read.
-        if not conn.initialized and not conn.wait_for_data(DEFAULT_WORKER_DATA_TIMEOUT):
-            return _DEFER
-        while True:
-            keep_alive = self._handle_one(conn)
-            if keep_alive is not True or not self.alive or self._others_waiting():
-                return keep_alive
-            # Bytes already read past the answered request (pipelining) make the socket look idle.
-            if not conn.parser.unreader.buf.getvalue() and not _readable_within(conn.sock, LINGER_SECONDS):
-                return keep_alive
-
-    def _handle_one(self, conn: Any) -> Any:
-        _pending.token = WATCHDOG.arm(conn.sock, HEADER_SECONDS)
-        try:
-            return super().handle(conn)
-        finally:
-            headers_complete()
-
-    def _others_waiting(self) -> bool:
-        # ThreadPoolExecutor's queue of submitted, not yet started calls: connections with a request.
-        return not self.tpool._work_queue.empty()
+            self._seat.publish(self._held if self._held < self.worker_connections else math.inf)

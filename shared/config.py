@@ -213,7 +213,8 @@ class Config:
                                       "TCP port of the gRPC server's Prometheus /metrics (plain HTTP).")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
     threads: int = _setting("THREADS", "1", _positive_int, "server",
-                           "Request threads per gunicorn worker; more overlap requests' Python but crowd the cores.")
+                           "Compute threads per gunicorn worker (decode, model run); connections are read on"
+                           " the worker's event loop.")
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
                                     "Seconds a request may take before gunicorn restarts its worker.")
     auth_token: str = _setting("AUTH_TOKEN", "", str, "server",

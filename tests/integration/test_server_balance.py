@@ -1,7 +1,8 @@
 """Connections spread evenly over real gunicorn workers (server/balance.py, server/worker.py).
 
 The kernel's own spread is uneven either way: with one shared socket whichever worker wakes
-first accepts, with SO_REUSEPORT a hash of the addresses decides. Here the workers count."""
+first accepts (gunicorn's stock gevent worker piles a burst onto one: bench/results.md), with
+SO_REUSEPORT a hash of the addresses decides. Here the workers count."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def server(trained_home: Path, start_module_server):
     # /readyz answers once one worker is up; until the other has loaded too, the first takes everything.
     eventually(lambda: live.log().count("serving model version") >= WORKERS, f"{WORKERS} workers serving a model",
                timeout=60, detail=live.log)
-    time.sleep(0.5)  # from the model to gthread's loop, which writes the worker's first count
+    time.sleep(0.5)  # from the model to the worker's loop, which writes the worker's first count
     return live
 
 

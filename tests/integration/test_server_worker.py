@@ -1,6 +1,6 @@
-"""server/worker.py over real gunicorn with one worker and one request thread: a thread that keeps
-its keep-alive connection between requests (no hand-off to the poller) must still serve every
-connection in turn, including pipelined requests that are already read."""
+"""server/worker.py over real gunicorn with one worker and one compute thread: every connection of a worker
+is read on its event loop, and the one compute thread must still serve every connection in turn, including
+pipelined requests that are already read."""
 
 from __future__ import annotations
 

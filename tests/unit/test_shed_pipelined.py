@@ -15,7 +15,7 @@ import pytest
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 
-from server.worker import HeaderDeadlineWorker
+from server.worker import BalancedGeventWorker
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n"
@@ -28,12 +28,12 @@ class CrowdedSeat:
 
 
 class Worker:
-    """What should_shed reads of a HeaderDeadlineWorker: a seat that says this worker holds too many."""
+    """What should_shed reads of a BalancedGeventWorker: a seat that says this worker holds too many."""
 
     _seat = CrowdedSeat()
-    nr_conns = 3
+    _held = 3
     _last_shed = -math.inf
-    should_shed = HeaderDeadlineWorker.should_shed
+    should_shed = BalancedGeventWorker.should_shed
 
 
 def first_request(stream: bytes, sock: socket.socket | None = None):
@@ -60,3 +60,17 @@ def test_a_pipelined_request_still_in_the_socket_is_seen():
         assert Worker().should_shed(request)  # nothing behind it yet
         theirs.sendall(GET)  # the next request arrives, not yet read by gunicorn, before the answer
         assert not Worker().should_shed(request)
+
+
+def test_a_request_alone_on_a_gevent_socket_is_judged_without_waiting_for_more_bytes():
+    """The worker's sockets are gevent's, whose recv waits for data on EAGAIN even with MSG_DONTWAIT: the check
+    must poll, or it holds the request until the client sends more (it never does: it waits for the answer)."""
+    import gevent
+    from gevent import socket as gsocket
+
+    ours, theirs = gsocket.socketpair()
+    with ours, theirs:
+        theirs.sendall(GET)
+        request = first_request(b"", ours)
+        with gevent.Timeout(5, AssertionError("should_shed waited for bytes that never come")):
+            assert Worker().should_shed(request)

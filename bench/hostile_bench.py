@@ -1,0 +1,423 @@
+"""Legit load while hostile clients run: what a slow, silent or bomb-sending client costs everyone else.
+
+Against one bare server (gunicorn with the project's defaults: 2 workers, server/gunicorn.conf.py,
+a trained model) wrk measures batch-1 v2 JSON at 16 connections twice: clean, then with a fixed
+hostile mix running alongside (`MIX`): silent connections, request headers sent a byte at a time,
+maximum-size bodies sent just above the body-rate floor (server/body.py) and decompression-bomb
+images (a tiny PNG declaring a huge size, and maximum-size PNG/WebP images that really decode).
+A prober GETs /readyz on a fresh connection every PROBE_INTERVAL as an orchestrator would; a
+sampler records each worker's RSS and the set of worker PIDs (a new PID is a restart).
+
+    python -m bench.hostile_bench                       # every worker model in WORKER_MODELS
+    BENCH_HOSTILE_MODELS=gthread python -m bench.hostile_bench
+
+Targets (issue 23): legit throughput >= 80 % of the clean run, /readyz p99 <= 50 ms, no worker
+restart, no failed legit request, peak RSS per worker <= 300 MiB.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from bench.common import ROOT, TMP, bench_mnist, children_of, load_average, median, rss_mib, write_part
+
+SECONDS = int(os.environ.get("BENCH_HOSTILE_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_HOSTILE_ROUNDS", "1"))
+CONNECTIONS = 16
+PATH = "/v2/models/mnist/infer"
+PROBE_INTERVAL = 0.1
+PROBE_TIMEOUT = 2.0
+SETTLE_SECONDS = 1.0  # the hostile clients take their places before wrk starts
+# How many clients of each kind run at once; each reconnects when the server closes on it.
+MIX = {"silent": 8, "slow_headers": 4, "slow_body": 2, "bomb": 1}
+SLOW_BODY_FACTOR = 1.25  # times the body-rate floor: slow, but allowed
+HOME = TMP / "hostile-home"
+# The server's environment: docker-compose.yml's defaults, as bench.http_bench uses them.
+SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
+              "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
+
+# Worker models: the server as configured, and for comparison gunicorn's stock gevent worker (shared socket or
+# SO_REUSEPORT) and the gthread worker issue 23 replaced (rebuilt from git at GTHREAD_COMMIT).
+SERVED = "gevent-balanced"
+_STOCK = 'worker_class = "gevent"\n\ndef pre_request(worker, req):\n    pass\n'  # no least connections, no shed
+WORKER_MODELS = {
+    SERVED: "",
+    "gevent": _STOCK,
+    "gevent-reuseport": _STOCK + "reuse_port = True\n",
+    "gthread": None,
+}
+GTHREAD_COMMIT = "0d9be9e"
+
+
+def config_file(model: str) -> Path:
+    path = TMP / f"gunicorn-hostile-{model}.conf.py"
+    extra = WORKER_MODELS[model]
+    if extra is None:
+        return gthread_config()
+    conf = str(ROOT / "server" / "gunicorn.conf.py")
+    path.write_text(f"exec(compile(open({conf!r}).read(), {conf!r}, 'exec'))\n{extra}")
+    return path
+
+
+def gthread_config() -> Path:
+    """The gthread worker's config and module as they were at GTHREAD_COMMIT (its worker module renamed)."""
+    def show(path: str) -> str:
+        return subprocess.run(["git", "show", f"{GTHREAD_COMMIT}:{path}"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    (TMP / "gthread_before.py").write_text(show("server/worker.py"))
+    conf = (show("server/gunicorn.conf.py").replace("server.worker", "gthread_before")
+            .replace("sys.path.insert(0, str(Path(__file__).resolve().parent.parent))",
+                     f"sys.path[:0] = [{str(ROOT)!r}, {str(TMP)!r}]"))
+    path = TMP / "gunicorn-hostile-gthread.conf.py"
+    path.write_text(conf)
+    return path
+
+
+def ensure_model() -> Path:
+    """HOME with a published model: the real trainer on a slice (serving cost does not depend on accuracy)."""
+    if (HOME / "mnist").is_dir():
+        return HOME
+    npz, digest = bench_mnist()
+    (HOME / "datasets").mkdir(parents=True, exist_ok=True)
+    (HOME / "datasets" / "mnist.npz").write_bytes(npz.read_bytes())
+    env = {**os.environ, "MNIST_HOME": str(HOME), "MNIST_SHA256": digest, "EPOCHS": "1", "TRAIN_SUBSET": "4000",
+           "MIN_ACCURACY": "0.5", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    subprocess.run([sys.executable, "-m", "trainer"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+    return HOME
+
+
+# --- bodies ---------------------------------------------------------------------------------------
+
+def v2_json(pixels: list[int] | None = None, images: list[bytes] | None = None) -> bytes:
+    if images is not None:
+        tensor = {"name": "image", "shape": [len(images)], "datatype": "BYTES",
+                  "data": [base64.b64encode(image).decode() for image in images]}
+    else:
+        tensor = {"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "data": pixels}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def png(width: int, height: int, rows: int | None = None) -> bytes:
+    """An 8-bit grey PNG of zeros; with `rows`, only that many rows of data follow a header declaring `height`."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    data = zlib.compress(b"\0" * ((width + 1) * (height if rows is None else rows)), 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def webp_lossless(side: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGBA", (side, side)).save(buffer, "WEBP", lossless=True)
+    return buffer.getvalue()
+
+
+def bomb_bodies() -> list[bytes]:
+    """Decompression bombs: a few KB each. One declares far more pixels than allowed (refused from its
+    header: 400); the others are exactly at the pixel limit and really decode."""
+    from shared.preprocess import MAX_IMAGE_PIXELS
+
+    side = int(MAX_IMAGE_PIXELS ** 0.5)
+    return [v2_json(images=[png(50_000, 50_000, rows=4)]), v2_json(images=[png(side, side)]),
+            v2_json(images=[webp_lossless(side)])]
+
+
+# --- hostile clients ----------------------------------------------------------------------------
+
+class Hostile:
+    """Runs the mix in threads until stop(); counts what the server did to each kind of client."""
+
+    def __init__(self, port: int, max_body: int, floor: int) -> None:
+        self.port, self.max_body, self.floor = port, max_body, floor
+        self.stopping = threading.Event()
+        self.counts: dict[str, dict[str, int]] = {kind: {} for kind in MIX}
+        self.bombs = bomb_bodies()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._loop, args=(kind,), daemon=True)
+                         for kind, count in MIX.items() for _ in range(count)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> dict[str, dict[str, int]]:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(10)
+        return self.counts
+
+    def _count(self, kind: str, outcome: str) -> None:
+        with self._lock:
+            self.counts[kind][outcome] = self.counts[kind].get(outcome, 0) + 1
+
+    def _loop(self, kind: str) -> None:
+        client: Callable[[socket.socket], str] = getattr(self, f"_{kind}")
+        while not self.stopping.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    outcome = client(sock)
+            except OSError as error:
+                outcome = type(error).__name__
+            self._count(kind, outcome)
+            self.stopping.wait(0.05)
+
+    def _held(self, sock: socket.socket) -> str:
+        """Wait, sending nothing more, until the server answers or closes, or the run ends."""
+        sock.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            return _status(data) if data else "closed"
+        return "held to the end"
+
+    def _silent(self, sock: socket.socket) -> str:
+        return self._held(sock)
+
+    def _slow_headers(self, sock: socket.socket) -> str:
+        head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: {'a' * 4000}\r\n"
+        sock.settimeout(0.2)
+        for byte in head.encode():
+            if self.stopping.wait(0.2):
+                return "held to the end"
+            try:
+                sock.sendall(bytes([byte]))
+                data = sock.recv(4096)  # nothing, unless the server gave up on us
+                return _status(data) if data else "closed"
+            except TimeoutError:
+                continue
+        return "sent whole header"
+
+    def _slow_body(self, sock: socket.socket) -> str:
+        sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {self.max_body}\r\n\r\n".encode())
+        piece, interval = 2048, 2048 / (self.floor * SLOW_BODY_FACTOR)
+        sock.settimeout(0.001)
+        sent = 0
+        while sent < self.max_body and not self.stopping.wait(interval):
+            try:
+                sock.sendall(b" " * piece)
+                sent += piece
+                data = sock.recv(4096)
+                return _status(data) if data else "closed"
+            except TimeoutError:
+                continue
+        return "held to the end"
+
+    def _bomb(self, sock: socket.socket) -> str:
+        body = self.bombs[sum(self.counts["bomb"].values()) % len(self.bombs)]
+        sock.settimeout(30)
+        sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        return _status(sock.recv(4096))
+
+
+def _status(data: bytes) -> str:
+    parts = data.split(b" ", 2)
+    return parts[1].decode(errors="replace") if len(parts) > 1 and data.startswith(b"HTTP/") else "garbage"
+
+
+# --- observers ----------------------------------------------------------------------------------
+
+class Prober(threading.Thread):
+    """GET /readyz on a fresh connection every PROBE_INTERVAL; a failure counts as PROBE_TIMEOUT."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stopping, self.seconds, self.failures = url + "/readyz", threading.Event(), [], 0
+
+    def run(self) -> None:
+        while not self.stopping.wait(PROBE_INTERVAL):
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=PROBE_TIMEOUT) as answer:
+                    ok = answer.status == 200
+            except OSError:
+                ok = False
+            self.seconds.append(time.perf_counter() - started if ok else PROBE_TIMEOUT)
+            self.failures += not ok
+
+    def result(self) -> dict[str, Any]:
+        self.stopping.set()
+        self.join(PROBE_TIMEOUT + 1)
+        ms = sorted(1000 * s for s in self.seconds)
+        return {"probes": len(ms), "failed": self.failures, "p50_ms": round(float(np.percentile(ms, 50)), 1),
+                "p99_ms": round(float(np.percentile(ms, 99)), 1), "max_ms": round(ms[-1], 1)}
+
+
+class Sampler(threading.Thread):
+    """Every worker PID seen under the master, and each one's peak RSS."""
+
+    def __init__(self, master: int, port: int) -> None:
+        super().__init__(daemon=True)
+        self.master, self.port, self.stopping, self.peak_mib = master, port, threading.Event(), {}
+        self.most_on_one: list[int] = []  # per sample: the most established connections one worker held
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            held = []
+            for pid in children_of(self.master):
+                try:
+                    self.peak_mib[pid] = max(self.peak_mib.get(pid, 0.0), rss_mib(pid))
+                    held.append(established(pid, self.port))
+                except (OSError, psutil.Error):
+                    pass
+            self.most_on_one.append(max(held, default=0))
+
+    def result(self) -> dict[int, float]:
+        self.stopping.set()
+        self.join(2)
+        return self.peak_mib
+
+
+# --- server and wrk -------------------------------------------------------------------------------
+
+def established(pid: int, port: int) -> int:
+    sockets = psutil.Process(pid).connections(kind="tcp")
+    return sum(1 for c in sockets if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: str, home: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(TMP / f"hostile-{model}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(config_file(model)), "server.wsgi:app"], cwd=ROOT,
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **SERVER_ENV, "MNIST_HOME": str(home), "BIND_HOST": "127.0.0.1",
+                 "PORT": str(self.port), "TF_CPP_MIN_LOG_LEVEL": "2"})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server ({model}) exited; see {self.log.name}")
+            try:
+                # /readyz answers once one worker is up; until the other has loaded, the first takes everything.
+                loaded = Path(self.log.name).read_text(errors="replace").count("serving model version")
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as answer:
+                    if answer.status == 200 and loaded >= int(SERVER_ENV["WEB_CONCURRENCY"]):
+                        time.sleep(1)  # from the model to the worker's loop, which publishes its count
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server ({model}) not ready; see {self.log.name}")
+
+    def workers(self) -> list[int]:
+        return children_of(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def post_lua() -> Path:
+    return next(path for path in (ROOT / "bench" / "lib" / "post.lua", ROOT / "bench" / "post.lua") if path.is_file())
+
+
+def wrk(url: str, body: Path, seconds: int) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s", "-s", str(post_lua()), url + PATH]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True,
+                            env={**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": "application/json",
+                                 "BENCH_HEADER": ""}).stdout
+    raw = json.loads(output.strip().splitlines()[-1])
+    return {"requests_per_second": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+            "p50_ms": round(raw["p50_us"] / 1000, 2), "p99_ms": round(raw["p99_us"] / 1000, 2),
+            "failed": raw["socket_errors"] + raw["timeouts"] + raw["non_2xx"]}
+
+
+def legit_body() -> Path:
+    with np.load(bench_mnist()[0]) as archive:
+        digit = archive["x_test"][0]
+    path = TMP / "hostile-legit.v2.json"
+    path.write_bytes(v2_json(pixels=digit.ravel().tolist()))
+    return path
+
+
+def run_phase(server: Server, body: Path, hostile: Hostile | None) -> dict[str, Any]:
+    prober, sampler = Prober(server.url), Sampler(server.process.pid, server.port)
+    prober.start()
+    sampler.start()
+    if hostile is not None:
+        hostile.start()
+        time.sleep(SETTLE_SECONDS)
+    legit = wrk(server.url, body, SECONDS)
+    counts = hostile.stop() if hostile is not None else None
+    peaks = sampler.result()
+    return {"legit": legit, "readyz": prober.result(), "peak_rss_mib": sorted(peaks.values(), reverse=True),
+            "most_connections_on_one_worker": median(sampler.most_on_one) if sampler.most_on_one else None,
+            "pids_seen": sorted(peaks), **({"hostile": counts} if counts is not None else {})}
+
+
+def measure(model: str, home: Path, body: Path) -> dict[str, Any]:
+    from server.body import MIN_BYTES_PER_SECOND
+    from shared.config import Config
+
+    server = Server(model, home)
+    try:
+        before = server.workers()
+        clean = run_phase(server, body, None)
+        hostile = run_phase(server, body, Hostile(server.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND))
+        after = server.workers()
+    finally:
+        server.stop()
+    restarts = len(set(clean["pids_seen"]) | set(hostile["pids_seen"]) | set(after)) - len(before)
+    return {"model": model, "load_average": load_average(), "clean": clean, "hostile": hostile,
+            "share_of_clean": round(hostile["legit"]["requests_per_second"] / clean["legit"]["requests_per_second"], 3),
+            "restarts": restarts}
+
+
+def main() -> None:
+    models = os.environ.get("BENCH_HOSTILE_MODELS", SERVED).split(",")
+    home, body = ensure_model(), legit_body()
+    runs = []
+    for round_number in range(ROUNDS):
+        order = models if round_number % 2 == 0 else models[::-1]  # alternate, so drift on the box is shared
+        for model in order:
+            result = measure(model, home, body)
+            runs.append(result)
+            print(json.dumps({key: result[key] for key in ("model", "share_of_clean", "restarts", "load_average")}
+                             | {"clean": result["clean"]["legit"], "hostile": result["hostile"]["legit"],
+                                "spread": [result["clean"]["most_connections_on_one_worker"],
+                                           result["hostile"]["most_connections_on_one_worker"]],
+                                "readyz": result["hostile"]["readyz"], "rss": result["hostile"]["peak_rss_mib"],
+                                "mix": result["hostile"]["hostile"]}), flush=True)
+    summary = {model: {"median_share": median([r["share_of_clean"] for r in runs if r["model"] == model])}
+               for model in models}
+    write_part("hostile", {"seconds": SECONDS, "connections": CONNECTIONS, "mix": MIX, "runs": runs,
+                           "summary": summary})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Where CPU-heavy work runs: on real threads, never on a gevent worker's event loop.
+
+Under gunicorn's gevent worker (server/gunicorn.conf.py) one event loop per worker reads every
+connection, so a silent or slow client costs a greenlet, not a thread. Anything that computes
+for long on that loop would stop every other connection of the worker meanwhile: decoding an
+image of the maximum size, running the model. `offload` hands such a call to gevent's pool of
+real threads (`THREADS` per worker: the compute threads) and lets the loop serve others until
+it returns; ONNX Runtime and Pillow release the GIL while they compute. Until `attach` is called
+(the gRPC process, tests, tools) it is a plain call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_pool: Any = None  # gevent's thread pool of this worker's loop, once attached
+_loop_thread: int | None = None  # the OS thread that runs the loop
+_native_ident: Callable[[], int] | None = None
+
+
+def attach(threads: int) -> None:
+    """Send offloaded calls made on this (gevent) loop to `threads` real threads (post_worker_init hook)."""
+    global _pool, _loop_thread, _native_ident
+    import gevent
+    from gevent import monkey
+
+    _native_ident = monkey.get_original("_thread", "get_ident")  # threading's own is per greenlet once patched
+    _pool = gevent.get_hub().threadpool
+    _pool.maxsize = threads
+    _loop_thread = _native_ident()
+
+
+def offload(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` on a compute thread when called on the loop, else right here; its exception is raised here."""
+    if _pool is None or _native_ident is None or _native_ident() != _loop_thread:
+        return call(*args)
+    # Caught on the thread and raised here: gevent's pool would print every exception's traceback (a 400
+    # for a bad image is not an error of the server's).
+    failed, value = _pool.apply(_outcome, (call, args))
+    if failed:
+        raise value
+    return value
+
+
+def _outcome(call: Callable[..., T], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    try:
+        return False, call(*args)
+    except BaseException as error:  # handed to the caller, which raises it
+        return True, error
