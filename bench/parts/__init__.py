@@ -66,7 +66,8 @@ PARTS = (
     Part("store", f"{PY} bench.parts.store   # volume vs bucket; BENCH_STORE_ROUNDS=6", default=True),
     Part("recipes", f"{PY} bench.run --only recipes   # optional, about 30 minutes; BENCH_RECIPE_SEEDS=1,2,3"
                     " BENCH_RECIPE_BEFORE=<revision>"),
-    Part("grpc", f"{PY} bench.run --only grpc   # part of make bench-peers"),
+    Part("grpc", f"{PY} bench.run --only grpc   # part of make bench-peers; BENCH_SECONDS=5 BENCH_ROUNDS=2",
+         needs=("wrk",)),
     Part("observability", f"{PY} bench.run --only observability   # request log and tracing cost"),
 )
 REGISTRY = {part.name: part for part in PARTS}

@@ -1,4 +1,4 @@
-"""gRPC under load: our GRPCInferenceService against KServe's gRPC server, same model, same messages.
+"""gRPC under load: our GRPCInferenceService against KServe's and PyTriton's gRPC servers, same model, same messages.
 
     python -m bench.run --only grpc     # part of `make bench-peers`; the model `make bench` trained
     BENCH_GRPC_HOME=<a MNIST_HOME holding mnist/N/model.onnx> python -m bench.parts.grpc
@@ -6,12 +6,16 @@
 Cases (raw_input_contents, UINT8, what tritonclient sends by default):
     A  batch 1    at 1 and 16 concurrent streams
     C  batch 256  at 1 and 4 concurrent streams
-The load generator is grpc.aio in this process: each stream its own channel, one call after another,
-for BENCH_SECONDS after BENCH_WARMUP. It shares the machine's cores with the server, and its own
-CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
-KServe 0.21 runs from this venv (bench/peers/kserve_server.py with PEER_GRPC_PORT, 2 workers);
-PyTriton is not run here (its venv and Triton binary are not installed by this module).
-Writes the part bench/results/tmp/grpc.json (not yet rendered into bench/results.md).
+The load generator is grpc.aio in this process: each stream its own channel on its own TCP connection (a
+local subchannel pool; grpcio would otherwise put every channel of a process on one connection), one call
+after another, for BENCH_SECONDS after BENCH_WARMUP. It shares the machine's cores with the servers, and its
+own CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
+Each of BENCH_ROUNDS rounds starts every server afresh, in an order that alternates between rounds, and
+measures beside them our HTTP server at batch 1 (wrk, native JSON /predict, the headline's case) and
+in-process ONNX Runtime at batch 256, the two figures the targets divide by. Figures are medians over rounds.
+Peers, each as its HTTP benchmark runs it (bench/parts/peers.py): KServe 0.21 (this venv,
+bench/peers/kserve_server.py with PEER_GRPC_PORT, 2 workers) and PyTriton 0.7 (its own venv, Triton's C++
+gRPC front end, 2 model instances, dynamic batching).
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,14 +33,25 @@ import grpc
 import numpy as np
 import psutil
 
-from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, write_part
-from bench.lib.processes import free_port
+from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, write_part
+from bench.lib.bodies import native_json, test_digits, write
+from bench.lib.ours import launch as launch_http
+from bench.lib.processes import Running, free_port
+from bench.lib.wrk import figures as wrk_figures
+from bench.lib.wrk import wrk
+from bench.report import Parts, measured, render, table
 from server.protocols import v2_grpc_messages as pb
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "1"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 CASES = (("A c1", 1, 1), ("A c16", 1, 16), ("C c1", 256, 1), ("C c4", 256, 4))
+HTTP_CONNECTIONS = (1, 16)  # our HTTP batch 1 at the gRPC batch-1 cases' concurrency
 READY_TIMEOUT = 120
+# Ours as compose runs the grpc service (docker-compose.yml), on the benchmark's model.
+OURS_ENV = {"INFERENCE_THREADS": "1", "GRPC_THREADS": "8", "BIND_HOST": "127.0.0.1", "LOG_FORMAT": "json"}
+PEERS = {"kserve": "KServe 0.21 gRPC server, 2 workers", "pytriton": "PyTriton 0.7 (Triton's C++ gRPC front end), "
+         "2 model instances, dynamic batching"}
 
 
 def request(images: np.ndarray) -> Any:
@@ -47,7 +62,8 @@ def request(images: np.ndarray) -> Any:
 
 
 async def _stream(address: str, body: bytes, until: float, warm_until: float, latencies: list[float]) -> int:
-    async with grpc.aio.insecure_channel(address) as channel:
+    # A local subchannel pool: this stream's own TCP connection, as a separate client's would be.
+    async with grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         call = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
         count = 0
         while (now := time.perf_counter()) < until:
@@ -68,6 +84,8 @@ async def _load(address: str, body: bytes, streams: int) -> dict[str, Any]:
     cpu = me.cpu_times()
     elapsed = time.perf_counter() - warm_until
     ordered = sorted(latencies)
+    if not ordered:
+        raise RuntimeError(f"no call started after the warm-up ended within {SECONDS} s: raise BENCH_SECONDS")
     return {"calls_per_s": round(sum(counts) / elapsed, 1),
             "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
             "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
@@ -93,17 +111,21 @@ def wait_ready(address: str, process: subprocess.Popen) -> None:
 
 
 def servers(home: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
+    from bench.parts.peers import ensure_venv, peer_python
+
     model = sorted((home / "mnist").glob("*/model.onnx"))[-1]
+    peer = {"PEER_MODEL": str(model), "PEER_WORKERS": "2", "PEER_PORT": str(free_port())}
+    ensure_venv("pytriton")
     return {
-        "ours": ([sys.executable, "-m", "server.transports.grpc_server"],
-                 {"MNIST_HOME": str(home), "INFERENCE_THREADS": "1", "GRPC_THREADS": "8", "BIND_HOST": "127.0.0.1"}),
-        "kserve": ([sys.executable, str(ROOT / "bench" / "peers" / "kserve_server.py")],
-                   {"PEER_MODEL": str(model), "PEER_WORKERS": "2", "PEER_PORT": str(free_port())}),
+        "ours": ([str(ROOT / ".venv" / "bin" / "python"), "-m", "server.transports.grpc_server"],
+                 {"MNIST_HOME": str(home), **OURS_ENV}),
+        "kserve": ([str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "bench" / "peers" / "kserve_server.py")], peer),
+        "pytriton": ([peer_python("pytriton"), str(ROOT / "bench" / "peers" / "pytriton_server.py")], peer),
     }
 
 
-def check_answer(address: str, images: np.ndarray) -> None:
-    """Both servers must answer the same digits before anything is timed."""
+def check_answer(address: str, images: np.ndarray, expected: np.ndarray) -> None:
+    """Every server must answer the digits right (the same model) before anything is timed."""
     with grpc.insecure_channel(address) as channel:
         infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer",
                                     request_serializer=pb.ModelInferRequest.SerializeToString,
@@ -113,37 +135,139 @@ def check_answer(address: str, images: np.ndarray) -> None:
     at = names.index("probabilities")
     raw = answer.raw_output_contents
     values = np.frombuffer(raw[at], "<f4") if raw else np.array(answer.outputs[at].contents.fp32_contents, np.float32)
-    assert values.size == len(images) * 10, (names, values.size)
+    agree = (values.reshape(len(images), 10).argmax(axis=1) == expected[:len(images)]).mean()
+    assert agree >= 0.8, (names, agree)  # a trained model: a wrong input layout would score about 0.1
+
+
+def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int, bytes], digits: np.ndarray,
+               labels: np.ndarray) -> dict[str, Any]:
+    port = free_port()
+    env = {**os.environ, **env, "GRPC_PORT": str(port), "PEER_GRPC_PORT": str(port),
+           "GRPC_METRICS_PORT": str(free_port())}
+    log = open(TMP / f"grpc-{name}.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_ready(address, process)
+        check_answer(address, digits[:1], labels)
+        check_answer(address, digits, labels)
+        found = {}
+        for case, size, streams in CASES:
+            found[case] = {**asyncio.run(_load(address, bodies[size], streams)), "load_after": load_average()}
+            print(f"bench: grpc {name:8} {case:6} {found[case]}", flush=True)
+        return found
+    finally:
+        for child in psutil.Process(process.pid).children(recursive=True):  # kserve and Triton have children
+            child.terminate()
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def ours_http(home: Path) -> dict[str, Any]:
+    """Our gunicorn server (compose's layout) at batch 1, native JSON on /predict, as the headline measures it."""
+    body = write(TMP / "grpc-http-batch1.json", native_json(test_digits(1)), "application/json")
+    port = free_port()
+    running = Running(launch_http("ours-http", port, MNIST_HOME=str(home)), port)
+    try:
+        running.post("/predict", body)
+        found = {}
+        for connections in HTTP_CONNECTIONS:
+            found[f"c{connections}"] = wrk_figures(wrk(running.url + "/predict", body, connections, int(SECONDS)), 1)
+            print(f"bench: http ours batch 1 c{connections} {found[f'c{connections}']}", flush=True)
+        return found
+    finally:
+        running.stop()
+
+
+def in_process(home: Path) -> float:
+    """In-process ONNX Runtime images/s at batch 256, the best of the 1- and 2-thread sessions."""
+    from bench.parts.inference import onnx_runners, time_calls
+    from shared.preprocess import scale_pixels
+
+    batch = scale_pixels(test_digits(256))
+    model = sorted((home / "mnist").glob("*/model.onnx"))[-1]
+    return max(round(256 / float(np.median(time_calls(run, batch))), 1) for run in onnx_runners(model).values())
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per server and case, the median of each figure over the rounds (and the rounds' calls/s)."""
+    out: dict[str, Any] = {}
+    for name in rounds[0]:
+        out[name] = {}
+        for case in rounds[0][name]:
+            values = [one[name][case] for one in rounds]
+            out[name][case] = {key: round(statistics.median(value[key] for value in values), 2)
+                               for key in values[0] if key != "load_after"}
+    return out
 
 
 def main() -> dict[str, Any]:
     home = Path(os.environ.get("BENCH_GRPC_HOME", BENCH_HOME))
     with np.load(bench_mnist()[0]) as mnist:
-        digits = mnist["x_test"][:256]
+        digits, labels = mnist["x_test"][:256], mnist["y_test"][:256]
     bodies = {1: request(digits[:1]).SerializeToString(), 256: request(digits).SerializeToString()}
-    results: dict[str, Any] = {}
-    for name, (argv, env) in servers(home).items():
-        port = free_port()
-        env = {**os.environ, **env, "GRPC_PORT": str(port), "PEER_GRPC_PORT": str(port),
-               "GRPC_METRICS_PORT": str(free_port())}
-        log = open(TMP / f"grpc-{name}.log", "wb")  # noqa: SIM115 - closed below
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        address = f"127.0.0.1:{port}"
-        try:
-            wait_ready(address, process)
-            check_answer(address, digits[:1])
-            check_answer(address, digits)
-            results[name] = {}
-            for case, size, streams in CASES:
-                results[name][case] = asyncio.run(_load(address, bodies[size], streams))
-                print(f"{name:7} {case:6} {results[name][case]}", flush=True)
-        finally:
-            process.terminate()
-            process.wait(30)
-            log.close()
-    out = {"seconds": SECONDS, "warmup": WARMUP, "load": os.getloadavg(), "cpus": os.cpu_count(), "servers": results}
+    launched = servers(home)
+    rounds, http, ort = [], [], []
+    for number in range(ROUNDS):
+        order = list(launched) if number % 2 == 0 else list(reversed(launched))  # alternate who goes first
+        found: dict[str, Any] = {}
+        ort.append(in_process(home))
+        for name in order:
+            found[name] = run_server(name, *launched[name], bodies, digits, labels)
+        http.append(ours_http(home))
+        rounds.append(found)
+    out = {"seconds": SECONDS, "warmup": WARMUP, "rounds": ROUNDS, "cpus": os.cpu_count(), "load": os.getloadavg(),
+           "ours": OURS_ENV, "peers": PEERS, "servers": medians(rounds),
+           "calls_per_s_rounds": {name: {case: [one[name][case]["calls_per_s"] for one in rounds]
+                                         for case in rounds[0][name]} for name in rounds[0]},
+           "http_batch1": {key: {figure: statistics.median(one[key][figure] for one in http)
+                                 for figure in ("requests_per_second", "p99_ms")} for key in http[0]},
+           "in_process_images_per_s": statistics.median(ort), "in_process_rounds": ort}
     write_part("grpc", out)
     return out
+
+
+def targets(figures: dict[str, Any]) -> list[list[Any]]:
+    """issue 25's targets: rows of [what, ours, against, ratio, target, met]."""
+    servers, rows = figures["servers"], []
+    for case, _, _ in CASES:
+        ours = servers["ours"][case]
+        best = max((name for name in servers if name != "ours"), key=lambda name: servers[name][case]["calls_per_s"])
+        peer = servers[best][case]
+        ratio = ours["calls_per_s"] / peer["calls_per_s"]
+        tail = f"p99 {ours['p99_ms']} vs {peer['p99_ms']} ms"
+        met = ratio >= 1.1 and ours["p99_ms"] <= peer["p99_ms"]
+        rows.append([f"{case} calls/s vs best peer ({best})", ours["calls_per_s"], peer["calls_per_s"],
+                     f"{ratio:.2f}x; {tail}", ">= 1.1x, p99 no higher", "met" if met else "not met"])
+    for case, connections in (("A c1", "c1"), ("A c16", "c16")):
+        http = figures["http_batch1"][connections]["requests_per_second"]
+        ratio = servers["ours"][case]["calls_per_s"] / http
+        rows.append([f"{case} gRPC vs our HTTP batch 1 {connections}", servers["ours"][case]["calls_per_s"], http,
+                     f"{ratio:.2f}x", ">= 1.3x", "met" if ratio >= 1.3 else "not met"])
+    floor = figures["in_process_images_per_s"]
+    for case in ("C c1", "C c4"):
+        images = servers["ours"][case]["calls_per_s"] * 256
+        rows.append([f"{case} images/s vs in-process ONNX Runtime", round(images, 1), floor,
+                     f"{images / floor:.0%}", ">= 95%", "met" if images >= 0.95 * floor else "not met"])
+    return rows
+
+
+def section(figures: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's gRPC section: every server's cases, then the targets."""
+    servers = figures["servers"]
+    rows = [[case, name, servers[name][case]["calls_per_s"], round(servers[name][case]["calls_per_s"] * size, 1),
+             servers[name][case]["p50_ms"], servers[name][case]["p99_ms"], servers[name][case]["client_cpu_share"],
+             ", ".join(str(value) for value in figures["calls_per_s_rounds"][name][case])]
+            for case, size, _ in CASES for name in servers]
+    load = ", ".join(f"{value:.1f}" for value in figures["load"])
+    return render("grpc", measured=measured(figures), seconds=figures["seconds"], warmup=figures["warmup"],
+                  rounds=figures["rounds"], cpus=figures["cpus"], load=load,
+                  ours=", ".join(f"{key}={value}" for key, value in figures["ours"].items()),
+                  peers="; ".join(f"{name}: {what}" for name, what in figures["peers"].items()),
+                  table=table(["case", "server", "calls/s", "images/s", "p50 ms", "p99 ms", "client CPU share",
+                               "calls/s each round"], rows),
+                  targets=table(["target", "ours", "against", "ratio", "target", "met?"], targets(figures)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """PyTriton 0.7: Triton's C++ HTTP front end (v2 JSON and binary) in front of Python callables.
 
     PEER_MODEL=model.onnx PEER_PORT=8080 PEER_WORKERS=2 python pytriton_server.py
+    PEER_GRPC_PORT=8001 ...   # Triton's gRPC front end (GRPCInferenceService) on that port, for bench/parts/grpc.py
 
 Two model instances (one ONNX Runtime session each) and Triton's dynamic batching.
 """
@@ -42,7 +43,8 @@ if __name__ == "__main__":
     os.environ["LD_LIBRARY_PATH"] = ":".join(filter(None, [sysconfig.get_config_var("LIBDIR"),
                                                            os.environ.get("LD_LIBRARY_PATH")]))
     instances = [OnnxDigits() for _ in range(int(os.environ.get("PEER_WORKERS", "2")))]
-    config = TritonConfig(http_address="127.0.0.1", http_port=int(os.environ["PEER_PORT"]), grpc_port=free_port(),
+    grpc_port = int(os.environ.get("PEER_GRPC_PORT") or free_port())
+    config = TritonConfig(http_address="127.0.0.1", http_port=int(os.environ["PEER_PORT"]), grpc_port=grpc_port,
                           metrics_port=free_port(), log_verbose=0)
     with Triton(config=config) as triton:
         triton.bind(model_name="mnist", infer_func=[infer_function(model) for model in instances],
