@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, assert_json_error, run_trainer, standin_loader
-from helpers import eventually
+from helpers import eventually, every_worker, served
 from rclone_s3 import RcloneS3
 
 from server.model_manager import ModelManager
@@ -214,11 +214,6 @@ def test_before_a_first_load_the_reason_names_the_bucket_problem(s3: RcloneS3, t
 
 # -- the server ----------------------------------------------------------------------------------
 
-def served(server, version: int) -> bool:
-    return all(requests.get(server.url + "/models", timeout=5).json()["served_version"] == version
-               for _ in range(6))
-
-
 @pytest.fixture(scope="module")
 def bucket_url(s3: RcloneS3, mnist_http, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Version 1, published into the bucket by the real trainer."""
@@ -240,28 +235,41 @@ def model_source(bucket_url: str, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="module")
 def server(bucket_url: str, start_module_server, tmp_path_factory: pytest.TempPathFactory):
+    """One server for the module's server tests (a start syncs and loads a real model). They publish, roll back
+    and corrupt versions in the same bucket, so each reads the versions it expects relative to the store's
+    newest when it starts: any order passes."""
     return start_module_server(tmp_path_factory.mktemp("cache"), MODEL_STORE=bucket_url, WEB_CONCURRENCY="2")
 
 
+def served_version(server) -> int:
+    """The version every worker serves now (the module's tests leave the server settled)."""
+    version = requests.get(server.url + "/models", timeout=5).json()["served_version"]
+    assert every_worker(server.url, served(version), 6), "the workers serve different versions"
+    return version
+
+
 def test_the_server_serves_the_trainers_version_from_a_local_verified_copy(server, bucket_url: str) -> None:
-    assert requests.get(server.url + "/readyz", timeout=5).json() == {"ready": True, "model_version": 1}
+    serving = served_version(server)  # 1, unless another test published a newer version first
+    assert requests.get(server.url + "/readyz", timeout=5).json() == {"ready": True, "model_version": serving}
     answer = requests.post(server.url + "/predict", json={"instances": [ZERO]}, timeout=5)
-    assert answer.status_code == 200 and answer.json()["model_version"] == 1
-    assert "fetched model version 1 from s3://models/served/mnist" in server.log()
+    assert answer.status_code == 200 and answer.json()["model_version"] == serving
+    assert f"fetched model version 1 from {bucket_url}/mnist" in server.log()
 
 
 def test_hot_reload_rollback_and_a_corrupted_object(server, bucket_url: str, model_source: Path) -> None:
     store = S3ModelStore(bucket_url, "mnist")
-    assert publish(store, model_source) == 2
-    eventually(lambda: served(server, 2), "version 2 served", timeout=60)
+    before = served_version(server)
+    new = publish(store, model_source)
+    eventually(lambda: every_worker(server.url, served(new), 6), f"version {new} served", timeout=60)
     store.rollback()
-    eventually(lambda: served(server, 1), "back on version 1 after the rollback", timeout=60)
-    assert_json_error(requests.get(server.url + "/v1/models/mnist/versions/2", timeout=5), 404)
-    assert publish(store, model_source) == 3
-    store.client.put_object(Bucket=store.bucket, Key=f"{store.root}3/{ONNX_FILE}", Body=b"not a model")
-    eventually(lambda: "model version 3 refused: model.onnx does not match its marker" in server.log(),
+    eventually(lambda: every_worker(server.url, served(before), 6), f"back on version {before} after the rollback",
+               timeout=60)
+    assert_json_error(requests.get(server.url + f"/v1/models/mnist/versions/{new}", timeout=5), 404)
+    corrupted = publish(store, model_source)
+    store.client.put_object(Bucket=store.bucket, Key=f"{store.root}{corrupted}/{ONNX_FILE}", Body=b"not a model")
+    eventually(lambda: f"model version {corrupted} refused: model.onnx does not match its marker" in server.log(),
                "the refusal in the log", timeout=60)
-    assert served(server, 1)
+    assert every_worker(server.url, served(before), 6)
 
 
 def test_an_s3_outage_under_load_fails_no_request_and_new_versions_follow(server, s3: RcloneS3,
@@ -288,8 +296,9 @@ def test_an_s3_outage_under_load_fails_no_request_and_new_versions_follow(server
                    timeout=60)
         time.sleep(2)
         s3.start()
-        assert publish(S3ModelStore(bucket_url, "mnist"), model_source) == 4
-        eventually(lambda: served(server, 4), "version 4 served after the outage", timeout=60)
+        new = publish(S3ModelStore(bucket_url, "mnist"), model_source)
+        eventually(lambda: every_worker(server.url, served(new), 6), f"version {new} served after the outage",
+                   timeout=60)
     finally:
         stop.set()
         for thread in threads:
