@@ -11,7 +11,6 @@ digits (drawn on the canvas with the mouse or a touch screen, or uploaded as PNG
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +22,10 @@ import numpy as np
 import pytest
 import requests
 from conftest import ROOT, SHARED_MNIST, LiveServer
+from helpers import publish_copy
 
 from shared.config import MODEL_NAME
-from shared.model_store import METADATA_FILE, ModelStore
+from shared.model_store import METADATA_FILE
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless and quiet: no GPU, no background traffic to Google's services, no first-run UI.
@@ -63,14 +63,9 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def served(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def served(trained_home: Path, start_module_server) -> LiveServer:
     """One gunicorn for the read-only tests, so the module does not pay a start per test."""
-    server = LiveServer(trained_home, tmp_path_factory.mktemp("web-server") / "gunicorn.log")
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    return start_module_server(trained_home)
 
 
 @pytest.fixture(scope="module")
@@ -376,22 +371,6 @@ def test_touch_drawing_on_a_phone_sized_screen(served, visit):
     seen.assert_clean()
 
 
-def publish_copy_of_version_1(home: Path, recipe: str) -> int:
-    """Publishes version 1's files again, as the trainer would publish a new model, its metadata
-    saying `recipe` made it."""
-    store = ModelStore(home / MODEL_NAME)
-    with store.staging() as staged:
-        for item in store.version_dir(1).iterdir():
-            shutil.copy2(item, staged / item.name)
-
-        def stamp(folder: Path, version: int) -> None:
-            metadata = json.loads((folder / METADATA_FILE).read_text())
-            metadata.update(version=version, created=datetime.now(UTC).isoformat(timespec="seconds"), recipe=recipe)
-            (folder / METADATA_FILE).write_text(json.dumps(metadata))
-
-        return store.publish(staged, stamp)
-
-
 def test_page_shows_a_newly_published_version(home_copy, start_server, visit):
     server = start_server(home_copy)
     seen = visit(server)
@@ -402,7 +381,7 @@ def test_page_shows_a_newly_published_version(home_copy, start_server, visit):
     predict_with(page, lambda: page.click(".tile:first-child button.try"))
     assert "(model version 1, seed recipe)" in page.inner_text("#result-detail")
     # Version 2 says the improved recipe made it (MODEL_RECIPE, in its metadata.json).
-    assert publish_copy_of_version_1(home_copy, recipe="improved") == 2
+    assert publish_copy(home_copy, recipe="improved", created=datetime.now(UTC).isoformat(timespec="seconds")) == 2
     # The server reloads within RELOAD_INTERVAL and the page polls /models every few seconds.
     wait_js(page, "document.getElementById('header-version').textContent === '2'", timeout_ms=30_000)
     assert page.inner_text("#fact-served-version").startswith("2")
