@@ -19,7 +19,7 @@ V2_INFER = "/v2/models/mnist/infer"
 
 def server_layout(env: dict[str, str] = COMPOSE_SERVER_ENV) -> str:
     """The server's processes and threads, as reports name them (saved with each part that starts our server)."""
-    return f"{env['WEB_CONCURRENCY']} gthread workers x {env['THREADS']} thread(s)"
+    return f"{env['WEB_CONCURRENCY']} gevent workers x {env['THREADS']} compute thread(s)"
 
 
 def launch(name: str, port: int, config: str = "server/gunicorn.conf.py", **settings: str) -> Launch:

@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, median, write_part
 from bench.lib.bodies import case_bodies
-from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER
+from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
 from bench.lib.processes import Launch, Running, cpu_seconds, free_port, memory
 from bench.lib.wrk import Body, figures, wrk
 from bench.report import Parts, fragment, measured, render, table
@@ -122,8 +122,7 @@ def specs(model: Path, port: int) -> dict[str, Spec]:
     ours_env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "BIND_HOST": "127.0.0.1", "PORT": str(port)}
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", "server.wsgi:app"]
     return {
-        "ours": Spec("ours", f"gunicorn, {COMPOSE_SERVER_ENV['WEB_CONCURRENCY']} gthread workers x"
-                             f" {COMPOSE_SERVER_ENV['THREADS']} thread(s); C as v2 binary, and as .npy on /predict",
+        "ours": Spec("ours", f"gunicorn, {server_layout()}; C as v2 binary, and as .npy on /predict",
                      gunicorn, "/readyz", env=ours_env,
                      extra_cases=(("C c1 .npy", 256, "npy", 1), ("C c4 .npy", 256, "npy", 4))),
         "kserve": Spec("kserve", "KServe 0.21 ModelServer, custom kserve.Model, 2 uvicorn workers",

@@ -54,8 +54,9 @@ class Mnist(Worker):
 
 
 if __name__ == "__main__":
-    # Mosec reads its settings from the command line.
-    sys.argv[1:] = ["--address", "127.0.0.1", "--port", os.environ["PEER_PORT"], "--log-level", "warning"]
+    # Mosec reads its settings from the command line. Its request timeout (3 s by default) is the others' 30 s.
+    sys.argv[1:] = ["--address", "127.0.0.1", "--port", os.environ["PEER_PORT"], "--log-level", "warning",
+                    "--timeout", "30000"]
     batch = int(os.environ.get("PEER_BATCH", "1"))
     server = Server()
     server.append_worker(Mnist, num=int(os.environ.get("PEER_WORKERS", "2")), max_batch_size=batch,
