@@ -1,10 +1,17 @@
-"""Cost of the request log and of tracing (issue 28) on a batch-1 v2 infer, in process, over a real ONNX model:
-the app without the request-log middleware (as before issue 28), with it and tracing off (the default), and
-with tracing on (OTLP/HTTP to a local receiver that discards). Rounds alternate so machine load hits all three.
+"""Cost of the request log and of tracing (issue 28) on a batch-1 v2 infer, two ways, each alternating its variants
+in rounds (every variant takes every place in the order) so the shared machine's load hits them all alike:
 
-    python -m bench.parts.observability [--home bench/results/tmp/grpc-home] [--requests 2000] [--rounds 5]
+- over HTTP, what a client sees: wrk (batch-1 v2 JSON, 16 connections) against our gunicorn as compose runs it
+  (2 workers, LOG_FORMAT=json, the lines to a file) without the request-log middleware, with it and tracing off
+  (the default), and with tracing on (OTLP/HTTP to a local receiver that discards); per variant the median
+  requests/s, p50/p99 and the server's CPU per request;
+- in process, the CPU per request of the app without the middleware, with it, and with tracing on.
 
-Prints CPU microseconds per request (median over rounds) and writes bench/results/tmp/observability.json.
+    python -m bench.parts.observability [--seconds 8] [--rounds 3] [--requests 2000] [--in-process-rounds 5]
+
+"Without the request log" is today's app with the middleware unwrapped (`unlogged_app`, gunicorn's factory
+syntax): the same code otherwise, which a revision from before issue 28 would not be. Writes
+bench/results/tmp/observability.json.
 """
 
 from __future__ import annotations
@@ -16,13 +23,19 @@ import json
 import logging
 import os
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, TMP
-from bench.report import Parts, render, table
+from bench.common import BENCH_HOME, ROOT, TMP, load_average, write_part
+from bench.lib import bodies
+from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
+from bench.lib.processes import Launch, Running, cpu_seconds, free_port
+from bench.lib.wrk import figures as wrk_figures
+from bench.lib.wrk import wrk
+from bench.report import Parts, fragment, measured, render, table
 
 BODY = json.dumps({"inputs": [{"name": "images", "shape": [1, 28, 28], "datatype": "FP32",
                                "data": [0.0] * 784}]}).encode()
@@ -64,12 +77,85 @@ def _discarding_receiver() -> str:
     return f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=TMP / "grpc-home")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+def unlogged_app() -> Any:
+    """gunicorn's app without the request-log middleware (`bench.parts.observability:unlogged_app()`)."""
+    from server.app import create_app
+    from server.request_log import RequestLog
+
+    app = create_app()
+    assert isinstance(app.wsgi_app, RequestLog)
+    app.wsgi_app = app.wsgi_app.app
+    return app
+
+
+HTTP_VARIANTS = ("without request log", "request log, tracing off", "request log, tracing on")
+CONNECTIONS = 16
+
+
+def _http_launch(name: str, port: int, receiver: str) -> Launch:
+    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "BIND_HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", "BATCHING": "false"}
+    app = "server.wsgi:app"
+    if name == HTTP_VARIANTS[0]:
+        app = "bench.parts.observability:unlogged_app()"
+    if name == HTTP_VARIANTS[2]:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, OTEL_SERVICE_NAME="mnist-bench")
+    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", app], "/readyz",
+                  env=env, log_name=f"observability-{HTTP_VARIANTS.index(name)}")
+
+
+def over_http(seconds: int, rounds: int) -> dict[str, Any]:
+    """wrk against the three servers, all started up front, one at a time in rotating order."""
+    for key in [key for key in os.environ if key.startswith("OTEL_")]:
+        del os.environ[key]
+    body = bodies.write(TMP / "bodies" / "observability-v2-1.json", bodies.v2_json(bodies.test_digits(1)),
+                        "application/json")
+    receiver = _discarding_receiver()
+    servers = {}
+    for name in HTTP_VARIANTS:
+        port = free_port()
+        servers[name] = Running(_http_launch(name, port, receiver), port)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in HTTP_VARIANTS}
+    loads = [load_average()]
+    try:
+        for running in servers.values():
+            assert running.post(V2_INFER, body)["outputs"], running.launch.name
+            wrk(running.url + V2_INFER, body, CONNECTIONS, 2)  # warm-up
+        for number in range(rounds):
+            order = HTTP_VARIANTS[number % 3:] + HTTP_VARIANTS[:number % 3]
+            for name in order:
+                running = servers[name]
+                tree = running.tree()
+                before = cpu_seconds(tree)
+                raw = wrk(running.url + V2_INFER, body, CONNECTIONS, seconds)
+                after = cpu_seconds(tree)
+                run = wrk_figures(raw, 1)
+                cpu = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+                run["cpu_us_per_request"] = round(cpu / max(raw["requests"], 1) * 1e6, 1)
+                runs[name].append(run)
+            loads.append(load_average())
+            print(f"round {number + 1}/{rounds} (load {loads[-1]}): " + ", ".join(
+                f"{name} {runs[name][-1]['requests_per_second']} req/s {runs[name][-1]['cpu_us_per_request']} us CPU"
+                for name in HTTP_VARIANTS), flush=True)
+    finally:
+        for running in servers.values():
+            running.stop()
+    result: dict[str, Any] = {}
+    for name in HTTP_VARIANTS:
+        result[name] = {key: round(statistics.median(run[key] for run in runs[name]), 2)
+                        for key in ("requests_per_second", "p50_ms", "p99_ms", "cpu_us_per_request")}
+        result[name]["errors"] = sum(run["errors"] for run in runs[name])
+        result[name]["rounds_requests_per_second"] = [run["requests_per_second"] for run in runs[name]]
+    base = runs[HTTP_VARIANTS[0]]
+    for name in HTTP_VARIANTS[1:]:  # side-by-side: each round's ratio to the unlogged server's run next to it
+        ratios = [run["requests_per_second"] / first["requests_per_second"]
+                  for run, first in zip(runs[name], base, strict=True)]
+        result[name]["ratio_to_unlogged_by_round"] = [round(ratio, 3) for ratio in ratios]
+    return {"variants": result, "seconds": seconds, "rounds": rounds, "connections": CONNECTIONS,
+            "layout": server_layout(), "load_average": loads}
+
+
+def in_process(home: Path, requests: int, rounds: int) -> dict[str, Any]:
     os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     from server import tracing
     from server.app import create_app
@@ -82,10 +168,10 @@ def main() -> None:
     logging.getLogger("server.requests").setLevel(logging.INFO)
     logging.getLogger("server.requests").propagate = False
 
-    app = create_app(Config(home=args.home.resolve(), inference_threads=1, workers=1))
+    app = create_app(Config(home=home.resolve(), inference_threads=1, workers=1))
     deadline = time.monotonic() + 60
     while app.extensions["mnist"].manager.current is None:
-        assert time.monotonic() < deadline, "no model loaded from " + str(args.home)
+        assert time.monotonic() < deadline, "no model loaded from " + str(home)
         time.sleep(0.1)
     logged = app.wsgi_app
     variants = {"without request log (before)": logged.app, "request log, tracing off": logged,
@@ -98,34 +184,82 @@ def main() -> None:
         tracing._tracer = on if name.endswith("on") else None
         _round(wsgi, 200)
     names = list(variants)
-    for number in range(args.rounds):
+    for number in range(rounds):
         for name in names[number % 3:] + names[:number % 3]:  # each variant takes each place in the order
             wsgi = variants[name]
             tracing._tracer = on if name.endswith("on") else None
-            figures[name].append(_round(wsgi, args.requests))
-        print(f"round {number + 1}/{args.rounds}: " + ", ".join(f"{name} {values[-1]:.0f} us CPU"
-                                                             for name, values in figures.items()), flush=True)
-    result = {name: {"median_us": round(statistics.median(values), 1), "rounds_us": [round(v, 1) for v in values]}
-              for name, values in figures.items()}
-    result["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    result["requests_per_round"] = args.requests
-    (TMP / "observability.json").write_text(json.dumps(result, indent=2) + "\n")
-    for name, values in figures.items():
-        print(f"{name}: median {statistics.median(values):.1f} us per batch-1 v2 infer")
+            figures[name].append(_round(wsgi, requests))
+        print(f"round {number + 1}/{rounds}: " + ", ".join(f"{name} {values[-1]:.0f} us CPU"
+                                                           for name, values in figures.items()), flush=True)
+    tracing._tracer = None
     app.extensions["mnist"].manager.stop()
-    print(f"written {(TMP / 'observability.json').relative_to(ROOT)}")
+    result: dict[str, Any] = {name: {"median_us": round(statistics.median(values), 1),
+                                     "rounds_us": [round(v, 1) for v in values]}
+                              for name, values in figures.items()}
+    result["requests_per_round"] = requests
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=BENCH_HOME, help="MNIST_HOME of the in-process part")
+    parser.add_argument("--requests", type=int, default=2000, help="in process: requests a round")
+    parser.add_argument("--in-process-rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", "8")),
+                        help="over HTTP: wrk seconds per variant and round")
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "3")),
+                        help="over HTTP: rounds")
+    args = parser.parse_args()
+    result: dict[str, Any] = {"http": over_http(args.seconds, args.rounds)}
+    result.update(in_process(args.home, args.requests, args.in_process_rounds))
+    path = write_part("observability", result)
+    print(f"written {path.relative_to(ROOT)}")
     print(json.dumps(result), flush=True)  # last line: the JSON bench.run reads
 
 
+def _http_rows(http: dict[str, Any]) -> tuple[list[list[Any]], dict[str, float]]:
+    """One row per variant, and each variant's median per-round ratio to the unlogged server."""
+    rows, ratios = [], {}
+    for name, value in http["variants"].items():
+        by_round = value.get("ratio_to_unlogged_by_round")
+        ratios[name] = statistics.median(by_round) if by_round else 1.0
+        rows.append([name, value["requests_per_second"], f"{ratios[name]:.3f}" + (
+            f" ({', '.join(f'{ratio:.2f}' for ratio in by_round)})" if by_round else ""),
+            value["p50_ms"], value["p99_ms"], value["cpu_us_per_request"], value["errors"]])
+    return rows, ratios
+
+
+def _verdict(http: dict[str, Any], ratios: dict[str, float]) -> str:
+    """The two questions in words: what the log costs with tracing off, what tracing costs on top."""
+    variants = http["variants"]
+    names = list(variants)
+    cpu = [variants[name]["cpu_us_per_request"] for name in names]
+    spread = [min(rounds) / max(rounds) for rounds in
+              (variants[name]["rounds_requests_per_second"] for name in names) if len(rounds) > 1]
+    noise = f" (the unlogged server's own rounds spread {1 - spread[0]:.0%})" if spread else ""
+    return (f"Request log with tracing off: {ratios[names[1]]:.1%} of the unlogged server's requests/s"
+            f"{noise}, {cpu[1] - cpu[0]:+.0f} us of server CPU per request. Tracing on: {ratios[names[2]]:.1%},"
+            f" {cpu[2] - cpu[0]:+.0f} us of CPU per request over the unlogged server.")
+
+
 def section(figures: dict[str, Any], parts: Parts) -> list[str]:
-    """bench/results.md's section: each variant's median, its rounds, and its cost over the first."""
+    """bench/results.md's section: the HTTP table and verdict, then the in-process medians and rounds."""
     variants = [name for name, value in figures.items() if isinstance(value, dict) and "median_us" in value]
     base = figures[variants[0]]["median_us"]
     rows = [[name, figures[name]["median_us"], f"{figures[name]['median_us'] - base:+.1f}",
              ", ".join(str(value) for value in figures[name]["rounds_us"])] for name in variants]
-    return render("observability", requests=figures["requests_per_round"], measured=figures["measured"],
+    http = figures.get("http")
+    text = ""
+    if http:
+        http_rows, ratios = _http_rows(http)
+        text = fragment("observability-http", http_table=table(
+            ["variant", "requests/s", "vs without (each round)", "p50 ms", "p99 ms", "server CPU us/request",
+             "errors"], http_rows), verdict=_verdict(http, ratios), connections=http["connections"],
+            seconds=http["seconds"], rounds=http["rounds"], layout=http["layout"],
+            load=", ".join(http["load_average"]))
+    return render("observability", requests=figures["requests_per_round"], measured=measured(figures),
                   table=table(["variant", "median (us CPU)", "added over the first row (us)", "each round (us)"],
-                              rows))
+                              rows), http=text)
 
 
 if __name__ == "__main__":
