@@ -16,7 +16,7 @@ import pytest
 import requests
 from helpers import eventually
 
-from bench.hostile_bench import MIX, Hostile, v2_json
+from bench.parts.hostile import MIX, Hostile, v2_json
 from server.body import MIN_BYTES_PER_SECOND
 from shared.config import Config
 

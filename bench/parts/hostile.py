@@ -8,8 +8,9 @@ images (a tiny PNG declaring a huge size, and maximum-size PNG/WebP images that 
 A prober GETs /readyz on a fresh connection every PROBE_INTERVAL as an orchestrator would; a
 sampler records each worker's RSS and the set of worker PIDs (a new PID is a restart).
 
-    python -m bench.hostile_bench                       # every worker model in WORKER_MODELS
-    BENCH_HOSTILE_MODELS=gthread python -m bench.hostile_bench
+    python -m bench.run --only hostile                   # the server as configured (make bench)
+    BENCH_HOSTILE_MODELS=gevent-balanced,gevent,gevent-reuseport,gthread BENCH_HOSTILE_ROUNDS=2 \
+        python -m bench.parts.hostile                    # against the alternatives, rounds alternating
 
 Targets (issue 23): legit throughput >= 80 % of the clean run, /readyz p99 <= 50 ms, no worker
 restart, no failed legit request, peak RSS per worker <= 300 MiB.
@@ -37,6 +38,7 @@ import numpy as np
 import psutil
 
 from bench.common import ROOT, TMP, bench_mnist, children_of, load_average, median, rss_mib, write_part
+from bench.report import Parts, measured, render, table
 
 SECONDS = int(os.environ.get("BENCH_HOSTILE_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_HOSTILE_ROUNDS", "1"))
@@ -398,7 +400,31 @@ def measure(model: str, home: Path, body: Path) -> dict[str, Any]:
             "restarts": restarts}
 
 
-def main() -> None:
+TARGETS = {"share_of_clean": 0.8, "readyz_p99_ms": 50, "restarts": 0, "failed": 0, "peak_rss_mib": 300}
+
+
+def summarise(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """Medians over a model's rounds (worst case for failures, restarts and memory)."""
+    mine = [run for run in runs if run["model"] == model]
+    return {
+        "rounds": len(mine),
+        "clean_requests_per_second": median([r["clean"]["legit"]["requests_per_second"] for r in mine]),
+        "hostile_requests_per_second": median([r["hostile"]["legit"]["requests_per_second"] for r in mine]),
+        "share_of_clean": median([r["share_of_clean"] for r in mine]),
+        "clean_p99_ms": median([r["clean"]["legit"]["p99_ms"] for r in mine]),
+        "hostile_p99_ms": median([r["hostile"]["legit"]["p99_ms"] for r in mine]),
+        "failed": max(r["hostile"]["legit"]["failed"] + r["clean"]["legit"]["failed"] for r in mine),
+        # wrk counts no error for requests still unanswered when it stops: a run that answered none stalled.
+        "stalled": any(r["hostile"]["legit"]["requests_per_second"] == 0 for r in mine),
+        "readyz_p99_ms": median([r["hostile"]["readyz"]["p99_ms"] for r in mine]),
+        "readyz_failed": max(r["hostile"]["readyz"]["failed"] for r in mine),
+        "restarts": max(r["restarts"] for r in mine),
+        "peak_rss_mib": max(max(r["hostile"]["peak_rss_mib"] or [0]) for r in mine),
+        "most_connections_on_one_worker": median([r["clean"]["most_connections_on_one_worker"] or 0 for r in mine]),
+    }
+
+
+def main() -> dict[str, Any]:
     models = os.environ.get("BENCH_HOSTILE_MODELS", SERVED).split(",")
     home, body = ensure_model(), legit_body()
     runs = []
@@ -409,15 +435,30 @@ def main() -> None:
             runs.append(result)
             print(json.dumps({key: result[key] for key in ("model", "share_of_clean", "restarts", "load_average")}
                              | {"clean": result["clean"]["legit"], "hostile": result["hostile"]["legit"],
-                                "spread": [result["clean"]["most_connections_on_one_worker"],
-                                           result["hostile"]["most_connections_on_one_worker"]],
                                 "readyz": result["hostile"]["readyz"], "rss": result["hostile"]["peak_rss_mib"],
                                 "mix": result["hostile"]["hostile"]}), flush=True)
-    summary = {model: {"median_share": median([r["share_of_clean"] for r in runs if r["model"] == model])}
-               for model in models}
-    write_part("hostile", {"seconds": SECONDS, "connections": CONNECTIONS, "mix": MIX, "runs": runs,
-                           "summary": summary})
+    figures = {"seconds": SECONDS, "connections": CONNECTIONS, "mix": MIX, "rounds": ROUNDS, "served": SERVED,
+               "targets": TARGETS, "models": {model: summarise(runs, model) for model in models}, "runs": runs}
+    write_part("hostile", figures)
+    return figures
+
+
+def section(figures: dict[str, Any], parts: Parts) -> list[str]:
+    """bench/results.md's section: legit load with and without the hostile mix, per worker model."""
+    rows = [[model + (" (served)" if model == figures["served"] else ""), entry["clean_requests_per_second"],
+             entry["hostile_requests_per_second"], f"{entry['share_of_clean']:.0%}",
+             "all stalled" if entry.get("stalled") else entry["failed"],
+             entry["clean_p99_ms"], entry["hostile_p99_ms"], entry["readyz_p99_ms"], entry["readyz_failed"],
+             entry["restarts"], entry["peak_rss_mib"], entry["most_connections_on_one_worker"]]
+            for model, entry in figures["models"].items()]
+    mix = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in figures["mix"].items())
+    loads = "; ".join(sorted({run["load_average"] for run in figures["runs"]}))
+    return render("hostile", measured=measured(figures), seconds=figures["seconds"],
+                  connections=figures["connections"], mix=mix, rounds=figures["rounds"], loads=loads,
+                  table=table(["worker model", "clean req/s", "hostile req/s", "share", "failed legit",
+                               "clean p99 ms", "hostile p99 ms", "/readyz p99 ms", "/readyz failed", "restarts",
+                               "peak RSS/worker MiB", "most conns on 1 worker (of 16)"], rows))
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(main()))
