@@ -216,7 +216,8 @@ class Config:
                            "Compute threads per gunicorn worker (decode, model run); connections are read on"
                            " the worker's event loop.")
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
-                                    "Seconds a request may take before gunicorn restarts its worker.")
+                                    "Seconds a worker's event loop may go without a heartbeat before gunicorn restarts"
+                                    " it; also the drain on SIGTERM.")
     auth_token: str = _setting("AUTH_TOKEN", "", str, "server",
                                "When set, the prediction routes (/predict, :predict, v2 infer) need "
                                "`Authorization: Bearer <token>`.")
