@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from shared.dataset import Mnist
-from shared.model_store import METADATA_FILE, ONNX_FILE, ModelStore
+from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import mnist_to_png
 
 T = TypeVar("T")
@@ -126,6 +126,41 @@ def predicted_version(url: str) -> int:
     response = requests.post(url + "/predict", json={"instances": [[[0] * 28] * 28]}, timeout=30)
     assert response.status_code == 200, response.text[:300]
     return response.json()["model_version"]
+
+
+def write_stand_in_files(folder: Path, token: str) -> None:
+    """A version's model files as small text naming `token` (the store's tests need no real model)."""
+    (folder / KERAS_FILE).write_text(f"keras {token}")
+    (folder / ONNX_FILE).write_text(f"onnx {token}")
+
+
+def stamp_metadata(token: str) -> Callable[[Path, int], None]:
+    """A publish stamp writing metadata.json with the version's number and `token`."""
+    def stamp(folder: Path, version: int) -> None:
+        (folder / METADATA_FILE).write_text(orjson.dumps({"version": version, "token": token}).decode())
+
+    return stamp
+
+
+def publish_stand_in(store: ModelStore, token: str) -> int:
+    """Publish a stand-in version (files and metadata naming `token`); its number."""
+    with store.staging() as staged:
+        write_stand_in_files(staged, token)
+        return store.publish(staged, stamp_metadata(token))
+
+
+def assert_complete(store: ModelStore, version: int, token: str) -> None:
+    """The folder holds every file, all from the same publisher, and records its own number."""
+    folder = store.version_dir(version)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([KERAS_FILE, ONNX_FILE, METADATA_FILE])
+    assert (folder / KERAS_FILE).read_text() == f"keras {token}"
+    assert (folder / ONNX_FILE).read_text() == f"onnx {token}"
+    assert store.metadata(version) == {"version": version, "token": token}
+
+
+def hidden_entries(store: ModelStore) -> list[str]:
+    """What the store's folder holds besides numbered versions (staging, retired folders)."""
+    return sorted(p.name for p in store.base_path.iterdir() if not p.name.isdigit())
 
 
 # -- steady load while a test changes the system under it ---------------------------------------------------

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from conftest import ROOT, SHARED_MNIST, SHARED_MNIST_SHA256, TRAIN_SUBSET, run_trainer, trainer_env
-from helpers import tiny_mnist
+from helpers import hidden_entries, tiny_mnist
 
 from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import scale_pixels
@@ -53,10 +53,6 @@ def onnx_session(trained_home):
 
 def onnx_probabilities(session, images: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: scale_pixels(images)})[0]
-
-
-def hidden_entries(store: ModelStore) -> list[str]:
-    return sorted(p.name for p in store.base_path.iterdir() if not p.name.isdigit())
 
 
 def test_the_trainer_publishes_version_1_with_every_file(trained_home):
