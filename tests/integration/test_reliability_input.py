@@ -108,7 +108,8 @@ HOSTILE = [
      {"data": "<a/>", "headers": {"Content-Type": "application/xml"}}, 400),
     # An object array in .npy is a pickle: loading it would run the sender's code.
     ("pickled .npy", "POST", "/predict",
-     {"data": npy(np.array([{"x": 1}], dtype=object)), "headers": {"Content-Type": "application/x-npy"}}, 400),
+     {"data": npy(np.array([{"x": 1}], dtype=object), allow_pickle=True),
+      "headers": {"Content-Type": "application/x-npy"}}, 400),
     ("garbage .npy", "POST", "/predict",
      {"data": b"\x93NUMPY garbage", "headers": {"Content-Type": "application/x-npy"}}, 400),
     ("NaN .npy", "POST", "/predict",
