@@ -445,11 +445,15 @@ def main() -> dict[str, Any]:
 
 def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     """bench/results.md's section: legit load with and without the hostile mix, per worker model."""
-    rows = [[model + (" (served)" if model == figures["served"] else ""), entry["clean_requests_per_second"],
-             entry["hostile_requests_per_second"], f"{entry['share_of_clean']:.0%}",
-             "all stalled" if entry.get("stalled") else entry["failed"],
-             entry["clean_p99_ms"], entry["hostile_p99_ms"], entry["readyz_p99_ms"], entry["readyz_failed"],
-             entry["restarts"], entry["peak_rss_mib"], entry["most_connections_on_one_worker"]]
+    def ms(value: float, stalled: bool = False) -> Any:
+        return "-" if stalled else round(value, 1)
+
+    rows = [[model + (" (served)" if model == figures["served"] else ""), ms(entry["clean_requests_per_second"]),
+             ms(entry["hostile_requests_per_second"]), f"{entry['share_of_clean']:.0%}",
+             "all stalled" if entry.get("stalled") else entry["failed"], ms(entry["clean_p99_ms"]),
+             ms(entry["hostile_p99_ms"], entry.get("stalled", False)), ms(entry["readyz_p99_ms"]),
+             entry["readyz_failed"], entry["restarts"], ms(entry["peak_rss_mib"]),
+             ms(entry["most_connections_on_one_worker"])]
             for model, entry in figures["models"].items()]
     mix = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in figures["mix"].items())
     loads = "; ".join(sorted({run["load_average"] for run in figures["runs"]}))
