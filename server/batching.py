@@ -4,7 +4,8 @@ Like TF Serving's batching parameters: `max_batch_size` images at most per merge
 `timeout_micros` the longest the first request of a batch waits for company, `max_queue`
 images at most waiting (beyond: a 503 with Retry-After, so overload sheds load at once
 instead of growing every request's latency). One batch thread per process runs the merged
-calls; ONNX Runtime releases the GIL while it computes, so request threads keep decoding.
+calls, each on a compute thread (server/compute.py); ONNX Runtime releases the GIL while it
+computes, so the worker keeps reading and decoding other requests.
 
     batcher = Batcher(max_batch_size=64, timeout_micros=500, max_queue=1024)
     probabilities = batcher.submit(pixels, model.predict)   # (N, 28, 28) -> (N, 10)
