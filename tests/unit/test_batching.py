@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers import eventually
 
 from server.batching import Batcher, BatcherClosed, QueueFull, from_config
 from server.errors import Unavailable
@@ -71,8 +72,8 @@ def queue_up(batcher: Batcher, calls: list[Callable[[], object]], images_waiting
     threads = [threading.Thread(target=call) for call in calls]
     for thread in threads:
         thread.start()
-    while batcher._queued_images < images_waiting:
-        threading.Event().wait(0.001)
+    eventually(lambda: batcher._queued_images >= images_waiting, f"{images_waiting} images queued", timeout=10,
+               interval=0.001)
     return threads
 
 
