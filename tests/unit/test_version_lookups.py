@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.conftest import standin_loader
+from conftest import standin_loader
 
 VERSION_GETS = ("/v2/models/mnist/versions/{v}", "/v2/models/mnist/versions/{v}/ready",
                 "/v1/models/mnist/versions/{v}", "/v1/models/mnist/versions/{v}/metadata")
