@@ -15,8 +15,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared` and `server` importable from anywhere
+
+from gunicorn import glogging
 
 from server.balance import ConnectionTable
 from shared.config import Config, ConfigError
@@ -70,6 +73,18 @@ logconfig_dict = dict_config(_config.log_format)
 # gunicorn's own access line says less, so it is off unless ACCESS_LOG=true. Neither writes request headers,
 # so an Authorization token is never logged.
 accesslog = "-" if _config.access_log else None
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's logger, but its access line only with ACCESS_LOG=true: gunicorn writes it whenever a
+    logconfig_dict is set (ours always is), building every header and environ item into it per request."""
+
+    def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = _Logger
 
 
 def pre_request(worker, req) -> None:
