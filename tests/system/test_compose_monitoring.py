@@ -1,6 +1,7 @@
-"""`docker compose -f docker-compose.yml -f docker-compose.monitoring.yml up` with two server replicas:
-Prometheus (Debian's package on the project's base image) scrapes both replicas and HAProxy, holds the server's
-series, and when one replica stops, its MnistReplicaDown alert goes pending. Built on test_compose.py's Stack."""
+"""`docker compose -f docker-compose.yml -f docker-compose.monitoring.yml up` with two replicas (REPLICAS=2 gives
+two HTTP and two gRPC processes): Prometheus (Debian's package on the project's base image) scrapes all four and
+HAProxy, holds the server's series, and when one replica stops, its MnistReplicaDown alert goes pending. Built on
+test_compose.py's Stack."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
         def both_up(data: dict) -> bool:
             return sorted(float(sample["value"][1]) for sample in data["result"]) == [1.0, 1.0]
         _until(prometheus, _query('up{job="mnist-server"}'), both_up, "both server replicas up")
+        _until(prometheus, _query('up{job="mnist-grpc"}'), both_up, "both gRPC replicas up")
+        _until(prometheus, _query('count by (job) (mnist_model_served_version{job="mnist-grpc"} > 0)'),
+               lambda data: [sample["value"][1] for sample in data["result"]] == ["2"], "a model in both gRPC replicas")
         _until(prometheus, _query('up{job="haproxy"} == 1'), lambda data: len(data["result"]) == 1, "HAProxy up")
         _until(prometheus, _query('mnist_requests_total{protocol="http", route="/models", status="200"}'),
                lambda data: len(data["result"]) >= 1, "the server's request counter")
