@@ -6,6 +6,7 @@ from flask import Flask
 
 from server import batching, metrics, request_log, tracing, web
 from server.backends import load_model
+from server.body import BodyReader
 from server.dataplane import DataPlane
 from server.http_errors import register_error_handlers
 from server.model_manager import Loader, ModelManager
@@ -37,7 +38,8 @@ def create_app(config: Config | None = None, watch: bool = True, loader: Loader 
     for blueprint in (ops.bp, tfserving.bp, v2.bp, samples.bp, web.bp):
         app.register_blueprint(blueprint)
     # Every predict route (server.pipeline.INFER_ROUTES) is answered ahead of Flask, through one path.
-    app.wsgi_app = Pipeline(app.wsgi_app, app.extensions[EXTENSION], config.max_body_bytes)  # type: ignore[method-assign]
+    bodies = BodyReader(config.max_body_bytes, config.body_seconds, config.body_buffer_bytes)
+    app.wsgi_app = Pipeline(app.wsgi_app, app.extensions[EXTENSION], bodies)  # type: ignore[method-assign]
     tracing.setup()  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; here, after gunicorn's fork: one exporter per worker
     request_log.install(app)  # last: its line covers everything above, whatever answers the request
     if watch:

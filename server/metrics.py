@@ -51,6 +51,9 @@ BATCHING_QUEUE = Histogram(
 # Requests the batching queue refused (BATCH_MAX_QUEUE images already waiting): each answered 503 + Retry-After,
 # over gRPC UNAVAILABLE. Counted where the data plane meets the batcher, the one place both transports pass.
 QUEUE_FULL = Counter("mnist_batching_queue_full_total", "Requests refused because the batching queue was full")
+# Requests refused because their worker held BODY_BUFFER_BYTES of bodies already (server/body.py): each 503.
+BODY_BUDGET_FULL = Counter("mnist_body_budget_full_total",
+                           "Requests refused because their worker held its BODY_BUFFER_BYTES of request bodies")
 # One value per live worker (label pid): during a hot reload you can watch each worker move.
 SERVED_VERSION = Gauge("mnist_model_served_version", "Model version this worker serves (0 = none)",
                        multiprocess_mode="liveall")

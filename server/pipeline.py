@@ -30,7 +30,7 @@ from werkzeug.wsgi import get_content_length
 
 from server import metrics, request_log, tracing
 from server.auth import check_token
-from server.body import read_limited
+from server.body import BodyReader
 from server.compute import offload
 from server.errors import ApiError
 from server.http_errors import INTERNAL_ERROR
@@ -150,10 +150,10 @@ class WsgiHeaders:
 class Pipeline:
     """WSGI middleware: the predict routes here, every other request to `flask_app`."""
 
-    def __init__(self, flask_app: WsgiApp, found: Services, max_body_bytes: int) -> None:
+    def __init__(self, flask_app: WsgiApp, found: Services, bodies: BodyReader) -> None:
         self.flask_app = flask_app
         self.found = found
-        self.max_body_bytes = max_body_bytes
+        self.bodies = bodies
         self.match = _matcher(INFER_ROUTES)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -177,17 +177,21 @@ class Pipeline:
                 raise ApiError("Method Not Allowed: The method is not allowed for the requested URL.", 405,
                                headers={"Allow": "POST"})
             check_token(environ.get("HTTP_AUTHORIZATION", ""), self.found.config.auth_token)
-            with tracing.span("read body"):
-                data = read_limited(environ, get_content_length(environ), self.max_body_bytes)
-            plane, codec = self.found.plane, CODECS[route.codec]
-            with tracing.span("decode", protocol=route.codec):
-                decoded = offload(codec.decode, data, WsgiHeaders(environ), version, plane.max_batch_size)
-            result = plane.infer(decoded)
-            request_log.note(environ, model_version=result.version, images=len(result.probabilities))
-            with tracing.span("encode", protocol=route.codec):
-                return 200, codec.encode(result, decoded)
+            with self.bodies.lease() as lease:  # the body's bytes count against the worker's budget until answered
+                with tracing.span("read body"):
+                    data = self.bodies.read(environ, get_content_length(environ), lease)
+                return 200, self._infer(environ, route, version, data)
         except ApiError as error:
             return error.status, error_answer(error.message, error.headers, **error.extra)
         except Exception as error:  # never expected: tests prove bad input gets a 4xx
             log.exception("unhandled error: %s", error)
             return 500, error_answer(INTERNAL_ERROR)
+
+    def _infer(self, environ: dict[str, Any], route: InferRoute, version: int | None, data: bytes) -> Encoded:
+        plane, codec = self.found.plane, CODECS[route.codec]
+        with tracing.span("decode", protocol=route.codec):
+            decoded = offload(codec.decode, data, WsgiHeaders(environ), version, plane.max_batch_size)
+        result = plane.infer(decoded)
+        request_log.note(environ, model_version=result.version, images=len(result.probabilities))
+        with tracing.span("encode", protocol=route.codec):
+            return codec.encode(result, decoded)

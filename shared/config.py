@@ -194,6 +194,12 @@ class Config:
     max_batch_size: int = _setting("MAX_BATCH_SIZE", "1024", _positive_int, "server", "Most images in one request.")
     max_body_bytes: int = _setting("MAX_BODY_BYTES", str(32 * 1024 * 1024), _positive_int, "server",
                                    "Largest request body accepted; larger ones get 413 without being read.")
+    body_seconds: float = _setting("BODY_SECONDS", "10", _positive_float, "server",
+                                   "Longest a request body may take to arrive whole; later, 408 (small bodies"
+                                   " are also cut when slower than 16 KiB/s after a 0.5 s grace).")
+    body_buffer_bytes: int = _setting("BODY_BUFFER_BYTES", str(64 * 1024 * 1024), _positive_int, "server",
+                                      "Most bytes of request bodies one worker holds at once; beyond, 503 with"
+                                      " Retry-After. At least MAX_BODY_BYTES.")
     batching: bool = _setting("BATCHING", "false", _boolean, "server",
                               "Merge concurrent small requests into one model call per worker (adaptive batching).")
     batch_max_size: int = _setting("BATCH_MAX_SIZE", "64", _positive_int, "server",
