@@ -5,7 +5,9 @@ connection, so a silent or slow client costs a greenlet, not a thread. Anything 
 for long on that loop would stop every other connection of the worker meanwhile: decoding an
 image of the maximum size, running the model. `offload` hands such a call to gevent's pool of
 real threads (`THREADS` per worker: the compute threads) and lets the loop serve others until
-it returns; ONNX Runtime and Pillow release the GIL while they compute. Until `attach` is called
+it returns; ONNX Runtime and Pillow release the GIL while they compute. Model (re)loads go to a
+thread of their own (`offload_load`), so a hot reload neither pauses the loop nor takes a compute
+thread from the requests. Until `attach` is called
 (the gRPC process, tests, tools) it is a plain call.
 """
 
@@ -17,29 +19,42 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _pool: Any = None  # gevent's thread pool of this worker's loop, once attached
+_load_pool: Any = None  # one more real thread for model loads, beside the compute threads
 _loop_thread: int | None = None  # the OS thread that runs the loop
 _native_ident: Callable[[], int] | None = None
 
 
 def attach(threads: int) -> None:
     """Send offloaded calls made on this (gevent) loop to `threads` real threads (post_worker_init hook)."""
-    global _pool, _loop_thread, _native_ident
+    global _pool, _load_pool, _loop_thread, _native_ident
     import gevent
     from gevent import monkey
+    from gevent.threadpool import ThreadPool
 
     _native_ident = monkey.get_original("_thread", "get_ident")  # threading's own is per greenlet once patched
     _pool = gevent.get_hub().threadpool
     _pool.maxsize = threads
+    # A hot reload builds and warms a model for seconds: on its own thread, requests keep their compute threads.
+    _load_pool = ThreadPool(1)
     _loop_thread = _native_ident()
 
 
 def offload(call: Callable[..., T], *args: Any) -> T:
     """`call(*args)` on a compute thread when called on the loop, else right here; its exception is raised here."""
-    if _pool is None or _native_ident is None or _native_ident() != _loop_thread:
+    return _run(_pool, call, args)
+
+
+def offload_load(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` (a model load) on the load thread when called on the loop, else right here."""
+    return _run(_load_pool, call, args)
+
+
+def _run(pool: Any, call: Callable[..., T], args: tuple[Any, ...]) -> T:
+    if pool is None or _native_ident is None or _native_ident() != _loop_thread:
         return call(*args)
     # Caught on the thread and raised here: gevent's pool would print every exception's traceback (a 400
     # for a bad image is not an error of the server's).
-    failed, value = _pool.apply(_outcome, (call, args))
+    failed, value = pool.apply(_outcome, (call, args))
     if failed:
         raise value
     return value

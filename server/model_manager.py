@@ -1,8 +1,9 @@
 """Which model answers: load, warm up, hot-reload, pin, roll back, and remember failures.
 
-A background thread in each worker polls the model store every RELOAD_INTERVAL seconds
-(polling, not inotify: it works on any Docker volume). The newest version that has not
-failed to load is loaded and warmed in that thread, then swapped in with one reference
+A background thread in each worker (a greenlet under the gevent worker) polls the model store
+every RELOAD_INTERVAL seconds (polling, not inotify: it works on any Docker volume). The newest
+version that has not failed to load is loaded and warmed on a real thread (server.compute's
+load thread, so the worker's event loop keeps serving meanwhile), then swapped in with one reference
 assignment, so a request that already holds the old model finishes with it and no
 request ever waits for or fails on a reload. A version that fails to load is remembered
 with its error (shown by /models and /metrics) and not retried until its folder changes;
@@ -26,6 +27,7 @@ import numpy as np
 
 from server import metrics
 from server.backends import Model, load_model
+from server.compute import offload_load
 from server.errors import NotFound, Unavailable
 from server.store_sync import open_sync
 from shared.config import MODEL_NAME, Config
@@ -200,14 +202,20 @@ class ModelManager:
         started = time.perf_counter()
         try:
             metadata = self.store.metadata(version)
-            model = self._loader(self.config.backend, folder, self.config.inference_threads)
-            loaded = LoadedModel(version, model, metadata)
-            self._check_and_warm(loaded, warm)
+            # Off the worker's event loop (server.compute): building and warming a model takes long enough
+            # to stall every connection of the worker meanwhile.
+            loaded = offload_load(self._build, version, folder, metadata, warm)
         except Exception as error:  # any library's error: the version is unusable, the server is not
             self._record_failure(version, folder, f"{type(error).__name__}: {error}")
             return None
         log.info("loaded model version %d (%s) in %.2f s", version, self.config.backend,
                  time.perf_counter() - started)
+        return loaded
+
+    def _build(self, version: int, folder: Path, metadata: dict[str, Any], warm: bool) -> LoadedModel:
+        loaded = LoadedModel(version, self._loader(self.config.backend, folder, self.config.inference_threads),
+                             metadata)
+        self._check_and_warm(loaded, warm)
         return loaded
 
     def _check_and_warm(self, loaded: LoadedModel, warm: bool) -> None:
