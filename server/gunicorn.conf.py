@@ -120,5 +120,5 @@ def post_worker_init(_worker) -> None:
 
     # Everything loaded so far (Flask, numpy, onnx, the model) lives as long as the worker: out of the
     # collector's sight, a full collection no longer walks it, and each collection is a pause of every
-    # request thread in the worker.
+    # connection and compute thread in the worker.
     gc.freeze()

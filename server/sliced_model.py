@@ -3,11 +3,11 @@
 A batch run in slices of 8 images is faster than run whole (a slice's activations stay in the CPU's
 caches; bench/results.md, "ONNX Runtime session settings"). Slicing from Python returned to the
 interpreter between slices, 32 times per 256 images, and each time the thread had to take the GIL
-back from the worker's other request threads, so under several connections of big batches a call
-waited for the GIL while a core idled (its wall time above its CPU time). In a Scan node ONNX Runtime
-walks the slices itself with the GIL released for the whole batch, and saves the per-call overhead
-too; the answers are identical. The wrapper is built in memory with the `onnx` package; the store keeps the
-trainer's `model.onnx` as published.
+back from the worker's other threads (its event loop, the other compute threads), so under several
+connections of big batches a call waited for the GIL while a core idled (its wall time above its
+CPU time). In a Scan node ONNX Runtime walks the slices itself with the GIL released for the whole
+batch, and saves the per-call overhead too; the answers are identical. The wrapper is built in
+memory with the `onnx` package; the store keeps the trainer's `model.onnx` as published.
 
     sliced = sliced_model(Path("model.onnx"), slice_size=8)   # bytes for onnxruntime.InferenceSession
     # input "slices": (k, 8, 28, 28, 1) -> output "probabilities": (k, 8, 10)

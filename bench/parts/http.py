@@ -1,7 +1,7 @@
 """HTTP serving under load: our server against the naive baseline, driven by wrk on 127.0.0.1.
 
 (a) ours: gunicorn with `server/gunicorn.conf.py` and the settings docker-compose.yml gives the
-    server container (its defaults: 2 gthread workers x 1 thread, 1 ONNX Runtime thread each);
+    server container (its defaults: 2 gevent workers x 1 compute thread, 1 ONNX Runtime thread each);
 (b) naive: `bench/naive_server.py` under gunicorn with one sync worker.
 Both serve the model `bench.parts.training` published. For each server: seconds from process
 start to the first 200 on /readyz, then for batch 1 and 256, JSON and (ours only: the naive

@@ -225,7 +225,7 @@ def test_a_100_mb_body_gets_413_without_being_read_into_memory(server, chunked, 
 
 @pytest.mark.parametrize("slow_part", ["body", "headers"])
 def test_slow_clients_do_not_block_other_requests(server, slow_part) -> None:
-    """More slow clients than the server has request threads trickle a request for 10 s;
+    """More slow clients than the server has compute threads trickle a request for 10 s;
     ordinary requests must keep completing meanwhile."""
     body = json.dumps({"instances": [ZERO]}).encode()
     head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.parts.observability import section
 
-HTTP = {"connections": 16, "seconds": 8, "rounds": 3, "layout": "2 gthread workers x 1 thread(s)",
+HTTP = {"connections": 16, "seconds": 8, "rounds": 3, "layout": "2 gevent workers x 1 compute thread(s)",
         "load_average": ["1.00 1.00 1.00", "2.00 1.50 1.00"],
         "variants": {
             "without request log": {"requests_per_second": 1000.0, "p50_ms": 15.0, "p99_ms": 30.0,
