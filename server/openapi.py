@@ -28,7 +28,8 @@ _ERRORS = {
     404: "No such model version, split, sample or signature.",
     413: "The body is larger than MAX_BODY_BYTES.",
     415: "Unsupported Content-Type.",
-    503: "No model is loaded yet (or the dataset is missing); `error` gives the reason.",
+    503: "No model is loaded yet (or the dataset is missing), or the worker holds its BODY_BUFFER_BYTES of"
+         " request bodies (then with Retry-After); `error` gives the reason.",
 }
 
 
