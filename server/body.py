@@ -10,10 +10,12 @@ the watchdog (server.watchdog) shuts the socket's read side, the read returns sh
 gets 408. Request headers must arrive within gunicorn's `keepalive` seconds (the gevent worker times
 the header read with it; server/gunicorn.conf.py).
 
-A worker holds at most BODY_BUFFER_BYTES of request bodies at once (`BodyBudget`): each request
-takes its bytes from the budget as they arrive and gives them back once answered. One event loop
-reads up to `worker_connections` bodies at once, so without it a thousand clients could each park
-MAX_BODY_BYTES in one worker; past the budget the client gets 503 with Retry-After instead.
+A worker holds at most BODY_BUFFER_BYTES of request bodies at once (`BodyBudget`), plus each
+connection's first PIECE: each request takes its bytes from the budget as they arrive and gives them
+back once answered. One event loop reads up to `worker_connections` bodies at once, so without it a
+thousand clients could each park MAX_BODY_BYTES in one worker; past the budget the client gets 503
+with Retry-After instead. Bodies that fit in one piece (batch-1 requests) always pass, so big bodies
+cannot starve them.
 docs/reliability.md argues the defaults.
 """
 
@@ -47,9 +49,9 @@ class BodyBudget:
         self.held = 0
         self._lock = threading.Lock()  # a greenlet lock under gevent; a thread lock elsewhere (tests, tools)
 
-    def take(self, size: int) -> bool:
+    def take(self, size: int, always: bool = False) -> bool:
         with self._lock:
-            if self.held + size > self.limit:
+            if self.held + size > self.limit and not always:
                 return False
             self.held += size
         return True
@@ -67,7 +69,9 @@ class Lease:
         self.held = 0
 
     def take(self, size: int) -> None:
-        if not self.budget.take(size):
+        # A request's first piece is always admitted, so small requests are never refused because of big
+        # ones; it is at most PIECE per connection, which worker_connections bounds.
+        if not self.budget.take(size, always=self.held == 0 and size <= PIECE):
             metrics.BODY_BUDGET_FULL.inc()
             raise Unavailable(f"this worker is holding its {self.budget.limit} bytes of request bodies"
                               " (BODY_BUFFER_BYTES) for other requests; retry shortly",

@@ -51,25 +51,30 @@ def test_a_body_sent_above_the_rate_floor_is_still_cut_at_body_seconds(connectio
     assert "BODY_SECONDS" in refused.value.message
 
 
+BIG = 3 * body.PIECE  # a body of several pieces: past the first, each takes from the budget
+
+
 def test_bytes_held_by_other_requests_count_against_the_worker_budget_and_come_back() -> None:
-    reader = BodyReader(max_bytes=10_000, seconds=10, buffer_bytes=3000)
+    reader = BodyReader(max_bytes=10 * BIG, seconds=10, buffer_bytes=BIG)
     with reader.lease() as first:
-        assert reader.read(environ_of(b"a" * 2000), 2000, first) == b"a" * 2000
+        assert reader.read(environ_of(b"a" * BIG), BIG, first) == b"a" * BIG
         with reader.lease() as second, pytest.raises(ApiError) as refused:
-            reader.read(environ_of(b"b" * 2000), 2000, second)
+            reader.read(environ_of(b"b" * BIG), BIG, second)
         assert refused.value.status == 503
         assert refused.value.headers["Retry-After"].isdigit()
         assert "BODY_BUFFER_BYTES" in refused.value.message
-        assert reader.budget.held == 2000  # the refused request gave back what it took
+        assert reader.budget.held == BIG  # the refused request gave back what it took
+        with reader.lease() as small:  # one piece: admitted even with the budget spent, so big bodies
+            assert reader.read(environ_of(b"s" * 100), 100, small) == b"s" * 100  # cannot starve batch-1
     assert reader.budget.held == 0
     with reader.lease() as third:
-        assert reader.read(environ_of(b"c" * 2000), 2000, third) == b"c" * 2000
+        assert reader.read(environ_of(b"c" * BIG), BIG, third) == b"c" * BIG
 
 
 def test_a_request_past_the_budget_gets_503_with_retry_after_through_the_one_error_mapping(standin_home) -> None:
     app = create_app(Config(home=standin_home, body_buffer_bytes=1000), loader=standin_loader)
     try:
-        answer = app.test_client().post("/v2/models/mnist/infer", data=b"{" + b" " * 1999,
+        answer = app.test_client().post("/v2/models/mnist/infer", data=b"{" + b" " * BIG,
                                         content_type="application/json")
     finally:
         app.extensions["mnist"].manager.stop()
