@@ -21,6 +21,10 @@ MODEL_NAME = "mnist"
 BACKENDS = ("onnx", "keras")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 RECIPES = ("seed", "improved")  # trainer/model.py: the reference CNN, or the batch-norm one (docs/training.md)
+# Each recipe's own epoch count, used when EPOCHS is empty or `auto`: improved reaches its accuracy target within
+# the seed recipe's 6-epoch time only at 5 epochs (docs/training.md, bench/results.md "Model recipes").
+RECIPE_EPOCHS = {"seed": 6, "improved": 5}
+AUTO_EPOCHS = "auto"
 # Keras 3 backends the trainer supports; the model code is backend-neutral (Keras ops only).
 KERAS_BACKENDS = ("tensorflow", "jax")
 
@@ -120,6 +124,19 @@ def _optional_version(text: str) -> int | None:
     return _positive_int(text) if text.strip() else None
 
 
+def _epochs(text: str) -> int | str:
+    """`auto` for empty or `auto` (the recipe's own count, resolved in `Config.__post_init__`), else at least 1.
+
+    `auto` is a value, not None, so that `--epochs auto` wins over an EPOCHS in the environment like any flag.
+    """
+    if text.strip().lower() in ("", AUTO_EPOCHS):
+        return AUTO_EPOCHS
+    try:
+        return _positive_int(text)
+    except ValueError as error:
+        raise ValueError(f"{error}, or {AUTO_EPOCHS} (empty) for the recipe's own count") from None
+
+
 def _setting(env: str, default: str, parse: Callable[[str], Any], used_by: str, help: str) -> Any:
     return dataclasses.field(
         default=parse(default),
@@ -148,7 +165,11 @@ class Config:
                                 "Also write gunicorn's own access line; the server's request log already has one"
                                 " line per request with its id (docs/operating.md).")
     # Training
-    epochs: int = _setting("EPOCHS", "6", _positive_int, "trainer", "Training epochs.")
+    # Always an int once built: `auto` becomes the recipe's own count in __post_init__.
+    epochs: int = _setting("EPOCHS", AUTO_EPOCHS, _epochs, "trainer",
+                           f"Training epochs; `{AUTO_EPOCHS}` or empty: the recipe's own count ("
+                           + ", ".join(f"{count} for `{recipe}`" for recipe, count in RECIPE_EPOCHS.items())
+                           + ", docs/training.md).")
     batch_size: int = _setting("BATCH_SIZE", "128", _positive_int, "trainer", "Training batch size.")
     seed: int = _setting("SEED", "1337", _non_negative_int, "trainer", "Random seed (weights, dropout, shuffling).")
     train_subset: int = _setting("TRAIN_SUBSET", "0", _non_negative_int, "trainer",
@@ -227,6 +248,10 @@ class Config:
     auth_token: str = _setting("AUTH_TOKEN", "", str, "server",
                                "When set, the prediction routes (/predict, :predict, v2 infer) need "
                                "`Authorization: Bearer <token>`.")
+
+    def __post_init__(self) -> None:
+        if self.epochs == AUTO_EPOCHS:  # frozen: set once, here, before anyone reads it
+            object.__setattr__(self, "epochs", RECIPE_EPOCHS[self.recipe])
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
