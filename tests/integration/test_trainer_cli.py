@@ -14,7 +14,8 @@ def test_trainer_exits_2_with_one_line_for_a_bad_environment_value(tmp_path):
     result = run_trainer(tmp_path, "unused", EPOCHS="ten")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["trainer: invalid configuration: EPOCHS='ten': must be a whole number"]
+    assert lines == ["trainer: invalid configuration: EPOCHS='ten': must be a whole number,"
+                     " or auto (empty) for the recipe's own count"]
     assert not (tmp_path / "mnist").exists()
 
 
