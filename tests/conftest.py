@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-from helpers import eventually
+from helpers import ROOT, eventually
 
 from shared import dataset
 from shared.config import KERAS_MNIST_SHA256, KERAS_MNIST_URL
 
-ROOT = Path(__file__).resolve().parent.parent
 # Every known good mnist.npz: the Keras file, and a mirror's re-saved copy (other bytes, the same arrays).
 MIRROR_MNIST_SHA256 = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"
 KNOWN_MNIST_SHA256 = frozenset({KERAS_MNIST_SHA256, MIRROR_MNIST_SHA256})

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
+import pytest
 import requests
 from PIL import Image
 
@@ -24,6 +28,8 @@ from shared.model_store import KERAS_FILE, METADATA_FILE, ONNX_FILE, ModelStore
 from shared.preprocess import mnist_to_png
 
 T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 
 V2_HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -208,3 +214,28 @@ class CallStream(Generic[T]):
     def finish(self, timeout: float = 60) -> None:
         self._stop.set()
         self.thread.join(timeout)
+
+
+def tool(name: str) -> str:
+    """A lint tool from the venv's pinned packages (requirements/dev.txt)."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found: install requirements/dev.txt (make venv)")
+    return found
+
+
+def compose_config(*files: str, **env: str) -> dict:
+    """`docker compose config` as JSON, with a clean environment so only the files' defaults apply."""
+    command = [tool("docker-compose"), "--project-directory", str(ROOT)]
+    for name in files:
+        command += ["-f", name]
+    result = subprocess.run(
+        [*command, "config", "--format", "json"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
 import time
-
-import pytest
 
 from server.balance import STALE_SECONDS, ConnectionTable
 
@@ -57,19 +54,3 @@ def test_crowded_means_a_move_would_even_the_spread() -> None:
     second.publish(7)
     assert first.crowded(9)
     assert not second.crowded(7)
-
-
-def _publish_in_child(table: ConnectionTable, index: int) -> None:
-    table.write(index, 3.0, time.monotonic())
-
-
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="gunicorn forks its workers")
-def test_a_forked_worker_writes_where_the_others_read() -> None:
-    table = ConnectionTable(seats=2)
-    mine, theirs = table.seat(), table.seat()
-    child = multiprocessing.get_context("fork").Process(target=_publish_in_child, args=(table, theirs.index))
-    child.start()
-    child.join(10)
-    assert child.exitcode == 0
-    assert mine.should_yield(4)
-    assert not mine.should_yield(3)

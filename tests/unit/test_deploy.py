@@ -21,7 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT
-from test_dockerfiles import DOCKERFILE, compose_config, stage
+from helpers import compose_config
+from test_dockerfiles import DOCKERFILE, stage
 
 from server.app import create_app
 from shared.config import Config, parse_setting

@@ -9,22 +9,11 @@ from __future__ import annotations
 import kubernetes_validate
 import yaml
 from conftest import ROOT
+from helpers import compose_config
 from test_deploy import HAPROXY_CFG, KUBERNETES, KUBERNETES_VERSION, SETTINGS, objects, one, plain_env, render
-from test_dockerfiles import compose_config
 
 GRPC_PORT = int(SETTINGS["GRPC_PORT"].metadata["default"])
 COMMAND = ["python", "-m", "server.transports.grpc_server"]
-
-
-def test_compose_runs_the_grpc_service_from_the_server_image_behind_the_proxy() -> None:
-    services = compose_config("docker-compose.yml")["services"]
-    grpc, server, proxy = services["grpc"], services["server"], services["proxy"]
-    assert grpc["image"] == server["image"] and grpc["build"]["target"] == "server"
-    assert grpc["command"] == COMMAND and grpc["environment"] == server["environment"]
-    assert "GRPC_PORT" not in grpc["environment"] and grpc["scale"] == server["scale"]  # the image's default
-    assert grpc["healthcheck"]["test"] == ["CMD", "python", "-m", "server.transports.grpc_probe"]
-    assert grpc["read_only"] and all(volume["read_only"] for volume in grpc["volumes"])
-    assert [port["target"] for port in proxy["ports"]].count(GRPC_PORT) == 1 and proxy["depends_on"]["grpc"]
 
 
 def test_haproxy_balances_h2c_per_request_to_the_grpc_replicas() -> None:

@@ -1,48 +1,12 @@
-"""`make retrain MODEL_RECIPE=improved` reaches the trainer in every way make starts it (issue 27):
-the compose trainer, the GPU override (GPU=1) and the multi-worker script (WORKERS=N). `make -n`
-prints the commands without running them; the trainer's own CLI then reads the flag."""
+"""The trainer's own CLI reads `--recipe` over MODEL_RECIPE (issue 27). That `make retrain MODEL_RECIPE=...`
+passes the flag (`make -n`, a process) is tests/integration/test_make_targets.py."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
-from conftest import ROOT
-from test_dockerfiles import compose_config
 
 from shared.config import Config
 from trainer import cli
-
-GPU_FILES = "-f docker-compose.yml -f docker-compose.gpu.yml"
-
-
-def make_dry_run(*variables: str) -> str:
-    """What `make retrain <variables>` would run (`make -n` runs nothing), spaces collapsed."""
-    make = shutil.which("make")
-    if make is None:
-        pytest.fail("make not found: the project's commands are make targets (apt-get install make)")
-    result = subprocess.run([make, "-n", "--no-print-directory", "retrain", "COMPOSE=docker compose", *variables],
-                            cwd=ROOT, env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return " ".join(result.stdout.split())
-
-
-@pytest.mark.parametrize(("variables", "expected"), [
-    ((), "docker compose run --rm -e SKIP_IF_PUBLISHED=false trainer --recipe improved"),
-    (("GPU=1",), f"docker compose {GPU_FILES} run --rm -e SKIP_IF_PUBLISHED=false trainer --recipe improved"),
-    (("GPU=1", "EPOCHS=5"), f"docker compose {GPU_FILES} run --rm -e SKIP_IF_PUBLISHED=false trainer"
-                            " --epochs 5 --recipe improved"),
-    (("WORKERS=2", "GPU=1"), f'COMPOSE="docker compose {GPU_FILES}" bash scripts/retrain-workers.sh 2'
-                             " --recipe improved"),
-])
-def test_make_retrain_passes_the_recipe_to_the_trainer(variables, expected):
-    assert expected in make_dry_run("MODEL_RECIPE=improved", *variables)
-
-
-def test_without_model_recipe_make_passes_no_recipe_flag():
-    # The trainer's own default (MODEL_RECIPE in compose, else `seed`) applies.
-    assert "--recipe" not in make_dry_run() and "--recipe" not in make_dry_run("GPU=1")
 
 
 def test_the_trainers_recipe_flag_wins_over_the_environment(monkeypatch):
@@ -50,10 +14,3 @@ def test_the_trainers_recipe_flag_wins_over_the_environment(monkeypatch):
     assert Config.from_env(**vars(cli.parse_args(["--recipe", "improved"]))).recipe == "improved"
     with pytest.raises(SystemExit):  # argparse refuses an unknown recipe, as MODEL_RECIPE=other would be
         cli.parse_args(["--recipe", "other"])
-
-
-@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.gpu.yml")])
-def test_compose_hands_model_recipe_to_the_trainer_with_or_without_the_gpu_override(files):
-    trainer = compose_config(*files, MODEL_RECIPE="improved")["services"]["trainer"]
-    assert trainer["environment"]["MODEL_RECIPE"] == "improved"
-    assert compose_config(*files)["services"]["trainer"]["environment"]["MODEL_RECIPE"] == "seed"

@@ -5,7 +5,6 @@ EPOCHS or `--epochs` always wins, and bad values are still refused saying what a
 from __future__ import annotations
 
 import pytest
-from test_dockerfiles import compose_config
 
 from shared.config import RECIPE_EPOCHS, Config, ConfigError, parse_setting
 from trainer import cli
@@ -56,11 +55,3 @@ def test_the_trainers_epochs_flag_refuses_bad_values_like_the_variable(capsys):
     assert "argument --epochs: '0' must be at least 1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="whole number"):
         parse_setting("epochs", "six")
-
-
-@pytest.mark.parametrize("files", [("docker-compose.yml",), ("docker-compose.yml", "docker-compose.gpu.yml")])
-def test_compose_leaves_the_epoch_count_to_the_recipe_unless_epochs_is_set(files):
-    environment = compose_config(*files)["services"]["trainer"]["environment"]
-    assert Config.from_env({**environment, "MODEL_RECIPE": "improved"}).epochs == 5
-    assert Config.from_env(environment).epochs == 6
-    assert compose_config(*files, EPOCHS="3")["services"]["trainer"]["environment"]["EPOCHS"] == "3"

@@ -9,7 +9,7 @@ import types
 
 import pytest
 from conftest import ROOT
-from test_dockerfiles import compose_config, stage
+from test_dockerfiles import stage
 
 from trainer import backend, cli, precision
 
@@ -55,18 +55,6 @@ def test_library_versions_need_no_tensorflow(monkeypatch):
     versions = cli.library_versions()
     assert "tensorflow" not in versions and "tf2onnx" not in versions
     assert versions["keras"] == real("keras") and versions["jax"] == real("jax")
-
-
-
-def test_the_gpu_override_runs_the_gpu_image_on_jax_with_one_nvidia_gpu():
-    trainer = compose_config("docker-compose.yml", "docker-compose.gpu.yml")["services"]["trainer"]
-    assert trainer["build"]["target"] == "trainer-gpu" and trainer["image"].endswith("-trainer-gpu:latest")
-    assert trainer["environment"]["KERAS_BACKEND"] == "jax"
-    device = trainer["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    # The default stack is untouched: TensorFlow, the CPU image, no device.
-    plain = compose_config("docker-compose.yml")["services"]["trainer"]
-    assert plain["environment"]["KERAS_BACKEND"] == "tensorflow" and "deploy" not in plain
 
 
 
