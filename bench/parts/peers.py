@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, median, write_part
 from bench.lib.bodies import case_bodies
-from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
+from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, published, server_layout
 from bench.lib.processes import Launch, Running, cpu_seconds, free_port, memory
 from bench.lib.wrk import Body, figures, wrk
 from bench.report import Parts, fragment, measured, render, table
@@ -240,15 +240,6 @@ def pooled(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "rounds": rounds}
 
 
-def model_path() -> Path:
-    from shared.model_store import ONNX_FILE, ModelStore
-
-    store = ModelStore(BENCH_HOME / "mnist")
-    if store.latest() is None:
-        raise SystemExit(f"no model in {BENCH_HOME}: run `make bench` first (its training part publishes one)")
-    return store.version_dir(store.latest()) / ONNX_FILE
-
-
 def reference(model: Path, images: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
@@ -259,7 +250,7 @@ def reference(model: Path, images: np.ndarray) -> np.ndarray:
 
 def prepare() -> tuple[Path, dict[str, Body], np.ndarray]:
     """The model, the bodies of every case, and in-process ONNX Runtime's answers to check servers against."""
-    model = model_path()
+    model = published()
     with np.load(bench_mnist()[0]) as archive:
         x_test = archive["x_test"][:256]
     return model, case_bodies(x_test), reference(model, x_test)
