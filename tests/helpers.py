@@ -239,3 +239,17 @@ def compose_config(*files: str, **env: str) -> dict:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+# The fraction of the first test digits a client must get right through a trained model (a few steps on a slice).
+MIN_ACCURACY = 0.8
+
+
+def run_client(mode: str, address: str, digits_path: Path, token: str) -> dict[str, Any]:
+    """One client of tests/integration/grpc_clients.py (triton|kserve|health), in its own process, against a gRPC
+    address: what each call answered, by name."""
+    done = subprocess.run([sys.executable, "tests/integration/grpc_clients.py", mode, address,
+                           str(digits_path), token], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {line["name"]: line["value"] for line in map(json.loads, done.stdout.splitlines())}

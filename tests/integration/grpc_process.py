@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import grpc
+from conftest import ROOT, LiveServer, free_port
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import eventually
-
-from tests.conftest import ROOT, LiveServer, free_port
 
 
 class GrpcProcess(LiveServer):

@@ -6,26 +6,23 @@ set); each client runs unmodified in its own process (tests/integration/grpc_cli
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 import requests
-from helpers import eventually, first_test_digits, publish_copy
+from conftest import ROOT
+from grpc_process import GrpcProcess
+from helpers import MIN_ACCURACY, eventually, first_test_digits, publish_copy, run_client
 
 from server.protocols import v2_grpc_messages as pb
-from tests.conftest import ROOT
-from tests.integration.grpc_process import GrpcProcess
 
 COUNT = 64
-MIN_ACCURACY = 0.8
 TOKEN = "grpc-token"
 
 
@@ -47,19 +44,9 @@ def digits(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return path, images, labels
 
 
-def run_client(mode: str, server: GrpcProcess | str, digits_path: Path, token: str = TOKEN) -> dict[str, Any]:
-    """One client of grpc_clients.py against a server process or an address (tests/system: the proxy's)."""
-    address = server if isinstance(server, str) else server.address
-    done = subprocess.run([sys.executable, "tests/integration/grpc_clients.py", mode, address,
-                           str(digits_path), token], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return {line["name"]: line["value"] for line in map(json.loads, done.stdout.splitlines())}
-
-
 def test_tritonclient_grpc(server, digits) -> None:
     path, _images, labels = digits
-    said = run_client("triton", server, path)
+    said = run_client("triton", server.address, path, TOKEN)
     assert said["live_ready"] == [True, True, True, True]
     assert "binary_tensor_data" in said["extensions"]
     assert said["metadata"]["versions"] == ["1"] and said["metadata"]["inputs"][0]["name"] == "pixels"
@@ -77,7 +64,7 @@ def test_tritonclient_grpc(server, digits) -> None:
 
 def test_kserve_inference_grpc_client(server, digits) -> None:
     path, _images, labels = digits
-    said = run_client("kserve", server, path)
+    said = run_client("kserve", server.address, path, TOKEN)
     assert said["live_ready"] == [True, True, True]
     assert said["raw"]["labels"] == said["typed"]["labels"]
     for form in ("raw", "typed"):
@@ -86,7 +73,7 @@ def test_kserve_inference_grpc_client(server, digits) -> None:
 
 
 def test_metrics_count_calls_per_method_and_status(server, digits) -> None:
-    run_client("kserve", server, digits[0])
+    run_client("kserve", server.address, digits[0], TOKEN)
     text = requests.get(f"http://127.0.0.1:{server.env['GRPC_METRICS_PORT']}/metrics", timeout=10).text
     # The HTTP routes' families with protocol "grpc", the route the method's path, status the gRPC code's name.
     assert ('mnist_requests_total{method="POST",protocol="grpc",route="/inference.GRPCInferenceService/ModelInfer",'
@@ -97,7 +84,8 @@ def test_metrics_count_calls_per_method_and_status(server, digits) -> None:
 
 
 def test_health_service_says_serving(server, digits) -> None:
-    assert run_client("health", server, digits[0]) == {"server": "SERVING", "inference.GRPCInferenceService": "SERVING"}
+    said = run_client("health", server.address, digits[0], TOKEN)
+    assert said == {"server": "SERVING", "inference.GRPCInferenceService": "SERVING"}
 
 
 def test_the_image_probe_says_serving(server) -> None:

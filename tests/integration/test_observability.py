@@ -17,12 +17,12 @@ import pytest
 import requests
 from conftest import LiveServer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_process import GrpcProcess
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from helpers import eventually
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.protocols import v2_grpc_messages as pb
-from tests.integration.grpc_process import GrpcProcess
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "monitoring" / "grafana-dashboard.json"
 

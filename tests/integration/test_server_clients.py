@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import first_test_digits
+from helpers import MIN_ACCURACY, first_test_digits
 
 from shared.preprocess import mnist_to_png
 
 COUNT = 64
-MIN_ACCURACY = 0.8
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import requests
 from conftest import free_port
+from grpc_process import GrpcProcess
 from helpers import eventually
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from server.protocols import v2_grpc_messages as pb
-from tests.integration.grpc_process import GrpcProcess
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"

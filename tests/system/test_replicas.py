@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import ROOT, SHARED_MNIST
-from helpers import eventually, first_test_digits
+from helpers import MIN_ACCURACY, eventually, first_test_digits, run_client
 from test_compose import ARTIFACTS, BUILD_TIMEOUT, READY_TIMEOUT, PredictionStream, Stack, brought_down, require_docker
 
 REPLICAS = 3
@@ -323,7 +323,6 @@ def test_real_grpc_clients_through_the_proxy(stack: ReplicaStack, tmp_path: Path
     and kserve's InferenceGRPCClient, unmodified, through HAProxy's h2c port to two gRPC replicas."""
     from grpc_stream import wait_pool
 
-    from tests.integration.test_grpc_clients import MIN_ACCURACY, run_client
 
     stack.run("up", "-d", "--wait", "--scale", f"grpc={GRPC_REPLICAS}", timeout=READY_TIMEOUT)
     wait_pool(stack.stats_url, GRPC_REPLICAS, MARK_TIMEOUT)
