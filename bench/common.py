@@ -58,22 +58,6 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def rss_mib(pid: int) -> float:
-    """Current resident set size of `pid` (ProcessLookupError once it has exited)."""
-    try:
-        return round(psutil.Process(pid).memory_info().rss / 2**20, 1)
-    except psutil.NoSuchProcess as error:
-        raise ProcessLookupError(pid) from error
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct child processes of `pid` (gunicorn's workers under its master)."""
-    try:
-        return sorted(child.pid for child in psutil.Process(pid).children())
-    except psutil.NoSuchProcess:
-        return []
-
-
 def load_average() -> str:
     """`uptime`'s load figures: the machine is shared, so every result records how busy it was."""
     one, five, fifteen = os.getloadavg()

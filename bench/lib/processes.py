@@ -89,8 +89,7 @@ class Running:
         return [root, *root.children(recursive=True)]
 
     def workers(self) -> list[psutil.Process]:
-        """The direct children (gunicorn's workers under its master)."""
-        return sorted(psutil.Process(self.process.pid).children(), key=lambda process: process.pid)
+        return children(self.process.pid)
 
     def stop(self) -> None:
         """SIGTERM to the whole tree (servers start helpers of their own), SIGKILL to what is left after 30 s."""
@@ -112,6 +111,14 @@ class Running:
             os.killpg(self.process.pid, 9)  # anything that left the tree but not the session
         self.process.wait()
         self.log.close()
+
+
+def children(pid: int) -> list[psutil.Process]:
+    """The direct children of `pid` by pid (gunicorn's workers under its master); none once it has exited."""
+    try:
+        return sorted(psutil.Process(pid).children(), key=lambda process: process.pid)
+    except psutil.NoSuchProcess:
+        return []
 
 
 def rss_mib(process: psutil.Process) -> float:

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.common import ROOT, TMP, bench_mnist, children_of, load_average, median, rss_mib, write_part
+from bench.common import ROOT, TMP, bench_mnist, load_average, median, write_part
+from bench.lib.processes import children, free_port, rss_mib
 from bench.report import Parts, measured, render, table
 
 SECONDS = int(os.environ.get("BENCH_HOSTILE_SECONDS", "8"))
@@ -278,10 +279,10 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(0.2):
             held = []
-            for pid in children_of(self.master):
+            for worker in children(self.master):
                 try:
-                    self.peak_mib[pid] = max(self.peak_mib.get(pid, 0.0), rss_mib(pid))
-                    held.append(established(pid, self.port))
+                    self.peak_mib[worker.pid] = max(self.peak_mib.get(worker.pid, 0.0), rss_mib(worker))
+                    held.append(established(worker.pid, self.port))
                 except (OSError, psutil.Error):
                     pass
             self.most_on_one.append(max(held, default=0))
@@ -297,12 +298,6 @@ class Sampler(threading.Thread):
 def established(pid: int, port: int) -> int:
     sockets = psutil.Process(pid).connections(kind="tcp")
     return sum(1 for c in sockets if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -332,7 +327,7 @@ class Server:
         raise TimeoutError(f"server ({model}) not ready; see {self.log.name}")
 
     def workers(self) -> list[int]:
-        return children_of(self.process.pid)
+        return [worker.pid for worker in children(self.process.pid)]
 
     def stop(self) -> None:
         self.process.terminate()
