@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -253,3 +254,13 @@ def run_client(mode: str, address: str, digits_path: Path, token: str) -> dict[s
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
     return {line["name"]: line["value"] for line in map(json.loads, done.stdout.splitlines())}
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()  # read as text by the unit and deploy tests
+
+
+def stage(name: str) -> str:
+    """The text of one Dockerfile stage."""
+    match = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)
+    assert match, f"no stage {name} in the Dockerfile"
+    return match.group(1)

@@ -21,8 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT
-from helpers import compose_config
-from test_dockerfiles import DOCKERFILE, stage
+from helpers import DOCKERFILE, compose_config, stage
 
 from server.app import create_app
 from shared.config import Config, parse_setting

@@ -8,15 +8,7 @@ from __future__ import annotations
 import re
 
 from conftest import ROOT
-
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
-
-
-def stage(name: str) -> str:
-    """The text of one Dockerfile stage."""
-    match = re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, flags=re.MULTILINE | re.DOTALL)
-    assert match, f"no stage {name} in the Dockerfile"
-    return match.group(1)
+from helpers import DOCKERFILE, stage
 
 
 def test_images_are_layered_for_fast_rebuilds_and_run_as_non_root() -> None:

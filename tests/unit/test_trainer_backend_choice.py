@@ -9,7 +9,7 @@ import types
 
 import pytest
 from conftest import ROOT
-from test_dockerfiles import stage
+from helpers import stage
 
 from trainer import backend, cli, precision
 
