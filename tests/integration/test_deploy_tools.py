@@ -130,7 +130,7 @@ def test_the_gpu_override_runs_the_gpu_image_on_jax_with_one_nvidia_gpu():
     assert plain["environment"]["KERAS_BACKEND"] == "tensorflow" and "deploy" not in plain
 
 
-# The gRPC service (docs/grpc.md; its manifests are checked in tests/unit/test_deploy_grpc.py).
+# The gRPC service (docs/grpc.md; its manifests are checked in tests/integration/test_deploy_grpc.py).
 def test_compose_runs_the_grpc_service_from_the_server_image_behind_the_proxy() -> None:
     services = compose_config("docker-compose.yml")["services"]
     grpc, server, proxy = services["grpc"], services["server"], services["proxy"]

@@ -1,5 +1,5 @@
 """deploy/kubernetes/overlays/multi-worker (an Indexed Job and its headless Service) checked against
-the trainer's code, the way tests/unit/test_deploy.py checks the base: no cluster runs here."""
+the trainer's code, the way tests/integration/test_deploy.py checks the base: no cluster runs here."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """deploy/kubernetes/overlays/s3 and deploy/kserve/inferenceservice-s3.yaml: the model store in a bucket.
 
-Rendered and validated like tests/unit/test_deploy.py does the base: no claim is left, the trainer Job and
+Rendered and validated like tests/integration/test_deploy.py does the base: no claim is left, the trainer Job and
 the server Deployment read MODEL_STORE (a value shared/config.py accepts) with the AWS credentials from
 the Secret `mnist-s3`, and the server's copy of the bucket is a writable emptyDir."""
 

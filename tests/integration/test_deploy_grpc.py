@@ -1,6 +1,6 @@
 """The gRPC service in the deployments (docs/grpc.md): compose, HAProxy, the Kubernetes overlay, KServe.
 
-Rendered and schema-checked like tests/unit/test_deploy.py (whose helpers this reuses); every port and
+Rendered and schema-checked like tests/integration/test_deploy.py (whose helpers this reuses); every port and
 setting is compared with shared/config.py and docker-compose.yml.
 """
 
