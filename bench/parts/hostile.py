@@ -8,8 +8,13 @@ images (a tiny PNG declaring a huge size, and maximum-size PNG/WebP images that 
 A prober GETs /readyz on a fresh connection every PROBE_INTERVAL as an orchestrator would; a
 sampler records each worker's RSS and the set of worker PIDs (a new PID is a restart).
 
-    python -m bench.run --only hostile                   # the server as configured (make bench)
-    BENCH_HOSTILE_MODELS=gevent-balanced,gevent,gevent-reuseport,gthread BENCH_HOSTILE_ROUNDS=2 \
+The same runs against the compose stack (`COMPOSE`: docker-compose.yml's defaults, one server replica of
+2 workers behind HAProxy, bench.lib.compose), everything sent to the proxy's published port; restarts
+there also count Docker's RestartCount and gunicorn's "Booting worker" lines. Skipped, saying why, when no
+Docker engine answers.
+
+    python -m bench.run --only hostile                   # the server as configured and the compose stack
+    BENCH_HOSTILE_MODELS=gevent-balanced,gevent,gevent-reuseport,gthread,compose-haproxy BENCH_HOSTILE_ROUNDS=2 \
         python -m bench.parts.hostile                    # against the alternatives, rounds alternating
 
 Targets (issue 23): legit throughput >= 80 % of the clean run, /readyz p99 <= 50 ms, no worker
@@ -30,14 +35,17 @@ import threading
 import time
 import urllib.request
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import psutil
 
 from bench.common import ROOT, TMP, bench_mnist, load_average, median, write_part
+from bench.lib.compose import docker_unavailable
+from bench.lib.compose import running as compose_running
 from bench.lib.processes import children, free_port, rss_mib
 from bench.report import Parts, measured, render, table
 
@@ -67,6 +75,8 @@ WORKER_MODELS = {
     "gthread": None,
 }
 GTHREAD_COMMIT = "0d9be9e"
+# The compose stack (docker-compose.yml's defaults) through HAProxy, beside the bare servers.
+COMPOSE = "compose-haproxy"
 
 
 def config_file(model: str) -> Path:
@@ -269,23 +279,25 @@ class Prober(threading.Thread):
 
 
 class Sampler(threading.Thread):
-    """Every worker PID seen under the master, and each one's peak RSS."""
+    """Every worker PID seen, and each one's peak RSS."""
 
-    def __init__(self, master: int, port: int) -> None:
+    def __init__(self, target: Target) -> None:
         super().__init__(daemon=True)
-        self.master, self.port, self.stopping, self.peak_mib = master, port, threading.Event(), {}
+        self.target, self.stopping, self.peak_mib = target, threading.Event(), {}
         self.most_on_one: list[int] = []  # per sample: the most established connections one worker held
 
     def run(self) -> None:
         while not self.stopping.wait(0.2):
             held = []
-            for worker in children(self.master):
+            for worker in self.target.workers():
                 try:
                     self.peak_mib[worker.pid] = max(self.peak_mib.get(worker.pid, 0.0), rss_mib(worker))
-                    held.append(established(worker.pid, self.port))
+                    if self.target.worker_port is not None:
+                        held.append(established(worker.pid, self.target.worker_port))
                 except (OSError, psutil.Error):
                     pass
-            self.most_on_one.append(max(held, default=0))
+            if held:
+                self.most_on_one.append(max(held))
 
     def result(self) -> dict[int, float]:
         self.stopping.set()
@@ -295,14 +307,26 @@ class Sampler(threading.Thread):
 
 # --- server and wrk -------------------------------------------------------------------------------
 
+class Target(Protocol):
+    """What the mix and wrk are pointed at: `port` on 127.0.0.1 (`url`), served by `workers()`, which listen on
+    `worker_port` (None: their connections are not counted)."""
+
+    url: str
+    port: int
+    worker_port: int | None
+
+    def workers(self) -> list[psutil.Process]: ...
+
+
 def established(pid: int, port: int) -> int:
+    # /proc/<pid>/net/tcp: the process's own network namespace, a container's included.
     sockets = psutil.Process(pid).connections(kind="tcp")
     return sum(1 for c in sockets if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
 
 
 class Server:
     def __init__(self, model: str, home: Path) -> None:
-        self.port = free_port()
+        self.port = self.worker_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(TMP / f"hostile-{model}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
@@ -326,8 +350,8 @@ class Server:
             time.sleep(0.1)
         raise TimeoutError(f"server ({model}) not ready; see {self.log.name}")
 
-    def workers(self) -> list[int]:
-        return [worker.pid for worker in children(self.process.pid)]
+    def workers(self) -> list[psutil.Process]:
+        return children(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -362,8 +386,8 @@ def legit_body() -> Path:
     return path
 
 
-def run_phase(server: Server, body: Path, hostile: Hostile | None) -> dict[str, Any]:
-    prober, sampler = Prober(server.url), Sampler(server.process.pid, server.port)
+def run_phase(server: Target, body: Path, hostile: Hostile | None) -> dict[str, Any]:
+    prober, sampler = Prober(server.url), Sampler(server)
     prober.start()
     sampler.start()
     if hostile is not None:
@@ -377,22 +401,56 @@ def run_phase(server: Server, body: Path, hostile: Hostile | None) -> dict[str, 
             "pids_seen": sorted(peaks), **({"hostile": counts} if counts is not None else {})}
 
 
-def measure(model: str, home: Path, body: Path) -> dict[str, Any]:
+def both_phases(target: Target, body: Path) -> dict[str, Any]:
+    """Clean, then with the mix: the two phases' figures, and the worker PIDs before and after."""
     from server.body import MIN_BYTES_PER_SECOND
     from shared.config import Config
 
+    before = [worker.pid for worker in target.workers()]
+    clean = run_phase(target, body, None)
+    hostile = run_phase(target, body, Hostile(target.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND))
+    after = [worker.pid for worker in target.workers()]
+    new_pids = len(set(clean["pids_seen"]) | set(hostile["pids_seen"]) | set(after)) - len(before)
+    return {"load_average": load_average(), "clean": clean, "hostile": hostile, "restarts": new_pids,
+            "share_of_clean": round(hostile["legit"]["requests_per_second"] / clean["legit"]["requests_per_second"], 3)}
+
+
+def measure(model: str, home: Path, body: Path) -> dict[str, Any]:
+    if model == COMPOSE:
+        return measure_compose(home, body)
     server = Server(model, home)
     try:
-        before = server.workers()
-        clean = run_phase(server, body, None)
-        hostile = run_phase(server, body, Hostile(server.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND))
-        after = server.workers()
+        return {"model": model, **both_phases(server, body)}
     finally:
         server.stop()
-    restarts = len(set(clean["pids_seen"]) | set(hostile["pids_seen"]) | set(after)) - len(before)
-    return {"model": model, "load_average": load_average(), "clean": clean, "hostile": hostile,
-            "share_of_clean": round(hostile["legit"]["requests_per_second"] / clean["legit"]["requests_per_second"], 3),
-            "restarts": restarts}
+
+
+class ComposeTarget:
+    """The compose stack through HAProxy: the mix and wrk go to the proxy's published port."""
+
+    # Not counted: psutil reads connections from the host's /proc/net/tcp, not the container's network namespace;
+    # behind the proxy they would be HAProxy's connections anyway, not the clients'.
+    worker_port = None
+
+    def __init__(self, stack: Any) -> None:
+        self.stack, self.url, self.port = stack, stack.url, stack.port
+
+    def workers(self) -> list[psutil.Process]:
+        return self.stack.workers()
+
+
+def measure_compose(home: Path, body: Path) -> dict[str, Any]:
+    """docker-compose.yml at its defaults (one server replica of 2 workers, HAProxy in front), seeded with the
+    bench's model. Restarts: new worker PIDs, Docker's RestartCount and gunicorn's "Booting worker" lines."""
+    with compose_running("mnist-hostile", home / "mnist") as stack:
+        counts, boots = stack.restart_counts(), stack.worker_boots()
+        result = both_phases(ComposeTarget(stack), body)
+        container_restarts = sum(stack.restart_counts().values()) - sum(counts.values())
+        booted = stack.worker_boots() - boots
+        timeouts = stack.logs().count("WORKER TIMEOUT")
+    result["restarts"] = max(result["restarts"], booted) + container_restarts
+    return {"model": COMPOSE, **result, "container_restarts": container_restarts, "workers_booted": booted,
+            "worker_timeouts_logged": timeouts}
 
 
 TARGETS = {"share_of_clean": 0.8, "readyz_p99_ms": 50, "restarts": 0, "failed": 0, "peak_rss_mib": 300}
@@ -401,6 +459,7 @@ TARGETS = {"share_of_clean": 0.8, "readyz_p99_ms": 50, "restarts": 0, "failed": 
 def summarise(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
     """Medians over a model's rounds (worst case for failures, restarts and memory)."""
     mine = [run for run in runs if run["model"] == model]
+    held = [most for run in mine if (most := run["clean"]["most_connections_on_one_worker"]) is not None]
     return {
         "rounds": len(mine),
         "clean_requests_per_second": median([r["clean"]["legit"]["requests_per_second"] for r in mine]),
@@ -415,12 +474,15 @@ def summarise(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
         "readyz_failed": max(r["hostile"]["readyz"]["failed"] for r in mine),
         "restarts": max(r["restarts"] for r in mine),
         "peak_rss_mib": max(max(r["hostile"]["peak_rss_mib"] or [0]) for r in mine),
-        "most_connections_on_one_worker": median([r["clean"]["most_connections_on_one_worker"] or 0 for r in mine]),
+        "most_connections_on_one_worker": median(held) if held else None,
     }
 
 
 def main() -> dict[str, Any]:
-    models = os.environ.get("BENCH_HOSTILE_MODELS", SERVED).split(",")
+    models = os.environ.get("BENCH_HOSTILE_MODELS", f"{SERVED},{COMPOSE}").split(",")
+    if COMPOSE in models and (reason := docker_unavailable()):
+        print(f"bench: {reason}; hostile skips {COMPOSE}", flush=True)
+        models.remove(COMPOSE)
     home, body = ensure_model(), legit_body()
     runs = []
     for round_number in range(ROUNDS):
@@ -438,10 +500,21 @@ def main() -> dict[str, Any]:
     return figures
 
 
+def outcomes(runs: list[dict[str, Any]]) -> str:
+    """What each kind of hostile client got, per model, summed over its rounds: "kind: answer n, ..."."""
+    got: dict[str, dict[str, Counter[str]]] = {}
+    for run in runs:
+        for kind, counts in run["hostile"]["hostile"].items():
+            got.setdefault(run["model"], {}).setdefault(kind, Counter()).update(counts)
+    return "\n".join(f"- {model}: " + "; ".join(
+        f"{kind.replace('_', ' ')}: " + ", ".join(f"{answer} {n}" for answer, n in sorted(counts.items()))
+        for kind, counts in kinds.items()) for model, kinds in got.items())
+
+
 def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     """bench/results.md's section: legit load with and without the hostile mix, per worker model."""
-    def ms(value: float, stalled: bool = False) -> Any:
-        return "-" if stalled else round(value, 1)
+    def ms(value: float | None, stalled: bool = False) -> Any:
+        return "-" if stalled or value is None else round(value, 1)
 
     rows = [[model + (" (served)" if model == figures["served"] else ""), ms(entry["clean_requests_per_second"]),
              ms(entry["hostile_requests_per_second"]), f"{entry['share_of_clean']:.0%}",
@@ -454,6 +527,7 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     loads = "; ".join(sorted({run["load_average"] for run in figures["runs"]}))
     return render("hostile", measured=measured(figures), seconds=figures["seconds"],
                   connections=figures["connections"], mix=mix, rounds=figures["rounds"], loads=loads,
+                  outcomes=outcomes(figures["runs"]),
                   table=table(["worker model", "clean req/s", "hostile req/s", "share", "failed legit",
                                "clean p99 ms", "hostile p99 ms", "/readyz p99 ms", "/readyz failed", "restarts",
                                "peak RSS/worker MiB", "most conns on 1 worker (of 16)"], rows))
