@@ -235,7 +235,8 @@ class Config:
     grpc_port: int = _setting("GRPC_PORT", "8001", _port, "server",
                               "TCP port the gRPC server (python -m server.transports.grpc_server) listens on.")
     grpc_threads: int = _setting("GRPC_THREADS", "8", _positive_int, "server",
-                                 "gRPC calls answered at once; more wait in gRPC's queue.")
+                                 "gRPC server threads for the work that may block (model runs above a few "
+                                 "images, version loads, store reads, waits for a batch); more wait for one.")
     grpc_metrics_port: int = _setting("GRPC_METRICS_PORT", "8002", _port, "server",
                                       "TCP port of the gRPC server's Prometheus /metrics (plain HTTP).")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")

@@ -5,6 +5,7 @@ Kept here once so that no test module carries its own copy: polling, request bod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -216,6 +217,25 @@ class CallStream(Generic[T]):
         self._stop.set()
         self.thread.join(timeout)
 
+
+
+class BackgroundLoop:
+    """An asyncio event loop on its own thread, for in-process tests of an asyncio server (the gRPC server,
+    server/transports/grpc_server.py) called from the test's thread with a blocking client."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run `coroutine` on the loop; its result here, its exception raised here."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 def tool(name: str) -> str:
     """A lint tool from the venv's pinned packages (requirements/dev.txt)."""

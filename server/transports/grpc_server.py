@@ -3,16 +3,25 @@
     python -m server.transports.grpc_server      # listens on GRPC_PORT (8001)
 
 Its own process (docs/grpc.md argues why): one ModelManager with hot reload and one DataPlane, as a
-gunicorn worker has, behind grpcio's server with GRPC_THREADS threads. Beside the six calls it serves
-the standard `grpc.health.v1.Health` service (SERVING once a model is loaded) and server reflection.
+gunicorn worker has, behind grpcio's asyncio server (`grpc.aio`, the API KServe's and MLServer's gRPC
+servers use). One event loop reads and answers every call; the synchronous server handed each call from
+its polling thread to a pool thread and back, and those hand-offs were most of a small call's time
+(docs/grpc.md, "Benchmark"). Beside the six calls it serves the standard `grpc.health.v1.Health` service
+(SERVING once a model is loaded) and server reflection, both in their asyncio versions.
+
+What may block never runs on the loop: a ModelInfer call of more than INLINE_IMAGES images, of BYTES
+images, on a version other than the served one (it may load a model) or with BATCHING on (the batcher
+waits for company), and ModelReady/ModelMetadata (they read the store), run on one of GRPC_THREADS
+threads. A small call on the served model is answered on the loop: an ONNX Runtime run of a few images
+takes less time than the hand-off to a thread and back.
 
 Per call it does what the HTTP infer route does: the bearer token (metadata `authorization`) on
 ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics, one request-log line
 (server.request_log's fields and format; the request id in and out as metadata `x-request-id`; health and
 reflection calls get theirs from server.transports.grpc_log), and with OTEL_EXPORTER_OTLP_ENDPOINT set the
 spans HTTP requests get (server.tracing: a server span continuing the metadata's `traceparent`, read message,
-decode, queue/batch or model run, encode); an `ApiError` becomes the gRPC status of its HTTP status with
-the same message and the request id.
+decode, queue/batch or model run, encode; a thread gets the call's context); an `ApiError` becomes the gRPC
+status of its HTTP status with the same message and the request id.
 Messages larger than MAX_BODY_BYTES are refused by grpcio itself with RESOURCE_EXHAUSTED before they
 are decoded (no line: no call of ours ran). On SIGTERM the health
 service answers NOT_SERVING, new calls are refused and calls in flight get REQUEST_TIMEOUT seconds.
@@ -20,14 +29,16 @@ service answers NOT_SERVING, new calls are refused and calls in flight get REQUE
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent import futures
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import prometheus_client
@@ -42,7 +53,7 @@ from server.dataplane import DataPlane
 from server.errors import ApiError
 from server.http_errors import INTERNAL_ERROR
 from server.model_manager import Loader, ModelManager
-from server.protocols import v2_grpc
+from server.protocols import v2, v2_grpc
 from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_log import OtherServicesLog, call_id, metadata, write_line
 from shared import logs
@@ -51,6 +62,9 @@ from shared.config import Config, ConfigError
 log = logging.getLogger(__name__)
 HEALTH_POLL_SECONDS = 0.5
 SERVICE_NAME = "mnist-grpc"  # the traces' service.name unless OTEL_SERVICE_NAME says otherwise
+# A ModelInfer call of at most this many images on the served model runs on the event loop (the module's
+# docstring says why; bench/results.md, "gRPC", has the figures).
+INLINE_IMAGES = 8
 # HTTP status of an ApiError -> gRPC status code (the mapping grpc-gateway and Triton use).
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
          404: grpc.StatusCode.NOT_FOUND, 408: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -59,7 +73,10 @@ CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTIC
 # Codes that mean the server failed (OpenTelemetry's gRPC conventions): the call's span is marked an error.
 SERVER_ERRORS = frozenset((grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
                            grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS))
-Handler = Callable[[Any, grpc.ServicerContext], Any]
+T = TypeVar("T")
+Answer = Callable[[Any, grpc.aio.ServicerContext], Any]
+# Runs a blocking call on a thread, the caller's contextvars (the call's span) with it.
+Offload = Callable[[Callable[..., T], Any, Any], Awaitable[T]]
 
 
 def status_code(http_status: int) -> grpc.StatusCode:
@@ -68,18 +85,18 @@ def status_code(http_status: int) -> grpc.StatusCode:
 
 
 class InferenceService:
-    """The six calls, each answering a message or raising ApiError."""
+    """The six calls, each answering a message or raising ApiError; plain functions, run on the loop or a thread."""
 
     def __init__(self, config: Config, manager: ModelManager, plane: DataPlane) -> None:
         self.config, self.manager, self.plane = config, manager, plane
 
-    def ServerLive(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return pb.ServerReadyResponse(ready=self.manager.current is not None)
 
-    def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         v2_grpc.check_model(request.name)
         version = v2_grpc.version_of(request.version)
         if version is None:
@@ -90,10 +107,10 @@ class InferenceService:
         self.plane.known_version(version)
         return pb.ModelReadyResponse(ready=True)
 
-    def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return v2_grpc.server_metadata()
 
-    def ModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         v2_grpc.check_model(request.name)
         version = v2_grpc.version_of(request.version)
         if version is not None:
@@ -101,13 +118,27 @@ class InferenceService:
         platform = "onnxruntime_onnx" if self.config.backend == "onnx" else "tensorflow_keras"
         return v2_grpc.model_metadata(self.plane.versions(), platform)
 
-    def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         check_token(metadata(context, "authorization"), self.config.auth_token)
         with tracing.span("decode", protocol="grpc"):
             decoded = v2_grpc.decode(request, self.plane.max_batch_size)
         result = self.plane.infer(decoded)
         with tracing.span("encode", protocol="grpc"):
             return v2_grpc.encode(result, decoded)
+
+    def on_loop(self, method: str, request: Any) -> bool:
+        """Whether this call cannot block: no store read, no model load, no batch queue, a few numeric images."""
+        if method in ("ServerLive", "ServerReady", "ServerMetadata"):
+            return True
+        if method != "ModelInfer" or self.plane.batcher is not None:
+            return False
+        images = 0
+        for tensor in request.inputs:  # the shapes as sent; the codec checks them (on the loop: it is cheap)
+            if tensor.datatype == v2.BYTES or not tensor.shape:
+                return False  # image decoding costs what the images weigh
+            images += tensor.shape[0]
+        current, version = self.manager.current, request.model_version
+        return images <= INLINE_IMAGES and (not version or (current is not None and version == str(current.version)))
 
 
 def _answer_notes(response: Any) -> dict[str, Any]:
@@ -117,7 +148,7 @@ def _answer_notes(response: Any) -> dict[str, Any]:
     return {"model_version": int(response.model_version), "images": response.outputs[0].shape[0]}
 
 
-def _server_span(method: str, context: grpc.ServicerContext) -> tracing.ServerSpan | None:
+def _server_span(method: str, context: grpc.aio.ServicerContext) -> tracing.ServerSpan | None:
     """The call's span while tracing is on, continuing the metadata's `traceparent`."""
     if not tracing.enabled():
         return None
@@ -127,8 +158,8 @@ def _server_span(method: str, context: grpc.ServicerContext) -> tracing.ServerSp
 
 
 def _parser(message_type: Any) -> Callable[[bytes], Any]:
-    """The call's bytes -> its message, here rather than grpcio's request_deserializer: grpcio would parse in its
-    polling thread, untraced, and answer a malformed message with a bare INTERNAL and no log line."""
+    """The call's bytes -> its message, here rather than grpcio's request_deserializer: grpcio would parse
+    untraced and answer a malformed message with a bare INTERNAL and no log line."""
 
     def parse(data: bytes) -> Any:
         with tracing.span("read message", bytes=len(data)):
@@ -140,22 +171,30 @@ def _parser(message_type: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def _guarded(method: str, answer: Handler, parse: Callable[[bytes], Any]) -> Handler:
+def _guarded(method: str, service: InferenceService, parse: Callable[[bytes], Any], offload: Offload) -> Answer:
     """One call, the one place each call passes: its request id (metadata `x-request-id` in and out), its
     metrics, its request-log line and span; ApiError -> its gRPC status and message, anything else -> INTERNAL.
     An error's details end with the request id, so the id a client saw finds the line in one grep."""
     route = f"/{pb.SERVICE}/{method}"
+    answer = getattr(service, method)
 
-    def call(data: bytes, context: grpc.ServicerContext) -> Any:
+    async def call(data: bytes, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         traced = _server_span(method, context)
         rid = call_id(context, traced.trace_id if traced is not None else None)  # sent back with any answer
         code, message, response = grpc.StatusCode.OK, "", None
         try:
-            response = answer(parse(data), context)
+            request = parse(data)
+            if service.on_loop(method, request):
+                response = answer(request, context)
+            else:
+                response = await offload(answer, request, context)
             return response
         except ApiError as error:
             code, message = status_code(error.status), error.message
+        except asyncio.CancelledError:  # the client went away (or its deadline passed): nothing to answer
+            code = grpc.StatusCode.CANCELLED
+            raise
         except Exception as error:  # never expected: tests prove bad input gets a clear status
             log.exception("unhandled error in %s (request id %s): %s", method, rid, error)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_ERROR
@@ -166,14 +205,14 @@ def _guarded(method: str, answer: Handler, parse: Callable[[bytes], Any]) -> Han
             if traced is not None:
                 traced.detach()
                 traced.end({"rpc.grpc.status_code": code.value[0]}, fields, error=code in SERVER_ERRORS)
-        context.abort(code, f"{message} (request id {rid})")  # raises: grpcio answers the status
+        await context.abort(code, f"{message} (request id {rid})")  # raises: grpcio answers the status
 
     return call
 
 
-def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
+def service_handler(service: InferenceService, offload: Offload) -> grpc.GenericRpcHandler:
     handlers = {
-        name: grpc.unary_unary_rpc_method_handler(_guarded(name, getattr(service, name), _parser(request_type)),
+        name: grpc.unary_unary_rpc_method_handler(_guarded(name, service, _parser(request_type), offload),
                                                   response_serializer=response_type.SerializeToString)
         for name, (request_type, response_type) in pb.METHODS.items()
     }
@@ -181,54 +220,70 @@ def service_handler(service: InferenceService) -> grpc.GenericRpcHandler:
 
 
 class GrpcServer:
-    """The gRPC server with its model manager, health and reflection; `start`, then `stop` to drain."""
+    """The gRPC server with its model manager, health and reflection. `await start()` on the event loop that
+    will serve it, then `await stop(grace)` to drain."""
 
     def __init__(self, config: Config, loader: Loader = load_model, address: str | None = None) -> None:
         self.config = config
+        self.address = address or f"{config.bind_host}:{config.grpc_port}"
         self.manager = ModelManager(config, loader)
         self.plane = DataPlane(self.manager, config.max_batch_size,
                                batching.from_config(config, metrics.observe_batch))
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc"),
+        self.service = InferenceService(config, self.manager, self.plane)
+        self.threads = futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="grpc")
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def offload(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` on one of GRPC_THREADS threads, with this call's contextvars (its span)."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.threads,
+                                                                functools.partial(context.run, call, *args))
+
+    async def start(self, watch: bool = True) -> None:
+        server = grpc.aio.server(
             interceptors=(OtherServicesLog(pb.SERVICE),),  # health and reflection calls get their lines
-            options=[("grpc.max_receive_message_length", config.max_body_bytes),
+            options=[("grpc.max_receive_message_length", self.config.max_body_bytes),
                      ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
-        self.server.add_generic_rpc_handlers((service_handler(InferenceService(config, self.manager, self.plane)),))
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        server.add_generic_rpc_handlers((service_handler(self.service, self.offload),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for described in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):  # reflection describes from one pool
             _add_to_pool(described)
-        reflection.enable_server_reflection(
-            (pb.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server, pool=pb.POOL)
-        self.port = self.server.add_insecure_port(address or f"{config.bind_host}:{config.grpc_port}")
-        self._stopping = threading.Event()
+        reflection.enable_server_reflection(  # an aio server gets the asyncio servicer
+            (pb.SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=pb.POOL)
+        self.port = server.add_insecure_port(self.address)
+        self.server = server
+        if watch:  # the first load (seconds) on a thread: the loop stays free
+            await asyncio.to_thread(self.manager.start, load_first=self.config.backend == "onnx")
+        await self._set_health()
+        await server.start()
+        self._watcher = asyncio.create_task(self._watch_health())
 
-    def start(self, watch: bool = True) -> None:
-        if watch:
-            self.manager.start(load_first=self.config.backend == "onnx")
-        self._set_health()
-        self.server.start()
-        threading.Thread(target=self._watch_health, name="grpc-health", daemon=True).start()
-
-    def stop(self, grace: float) -> None:
+    async def stop(self, grace: float) -> None:
         """NOT_SERVING for the balancer, refuse new calls, let calls in flight finish for up to `grace` s."""
-        self._stopping.set()
-        self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
         self.manager.stop()
         if self.plane.batcher is not None:
-            self.plane.batcher.close()
+            await asyncio.to_thread(self.plane.batcher.close)
+        self.threads.shutdown(wait=False)
 
-    def _set_health(self) -> None:
+    async def _set_health(self) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if self.manager.current is not None
                   else health_pb2.HealthCheckResponse.NOT_SERVING)
         for name in ("", pb.SERVICE):  # "": the whole server, what grpc_health_probe asks by default
-            self.health.set(name, status)
+            await self.health.set(name, status)
 
-    def _watch_health(self) -> None:
+    async def _watch_health(self) -> None:
         # The manager swaps models in its own thread; the health service follows it.
-        while not self._stopping.wait(HEALTH_POLL_SECONDS):
-            self._set_health()
+        while True:
+            await asyncio.sleep(HEALTH_POLL_SECONDS)
+            await self._set_health()
 
 
 def _add_to_pool(file_descriptor: Any) -> None:
@@ -238,6 +293,23 @@ def _add_to_pool(file_descriptor: Any) -> None:
         pb.POOL.AddSerializedFile(file_descriptor.serialized_pb)
 
 
+async def serve(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT, then drain for up to REQUEST_TIMEOUT seconds."""
+    server = GrpcServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    # Its own exposition: this process is not one of gunicorn's workers, whose /metrics it cannot join.
+    prometheus_client.start_http_server(config.grpc_metrics_port, addr=config.bind_host)
+    log.info("gRPC GRPCInferenceService, health and reflection on port %d, /metrics on %d", server.port,
+             config.grpc_metrics_port)
+    await stop.wait()
+    log.info("draining: up to %d s for calls in flight", config.request_timeout)
+    await server.stop(config.request_timeout)
+
+
 def main() -> None:
     try:
         config = Config.from_env()
@@ -245,18 +317,7 @@ def main() -> None:
         sys.exit(f"grpc server: {error}")
     logs.configure(config.log_format)  # LOG_FORMAT: the request lines look as gunicorn's workers write them
     tracing.setup(SERVICE_NAME)  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; before the server builds its handlers
-    server = GrpcServer(config)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    server.start()
-    # Its own exposition: this process is not one of gunicorn's workers, whose /metrics it cannot join.
-    prometheus_client.start_http_server(config.grpc_metrics_port, addr=config.bind_host)
-    log.info("gRPC GRPCInferenceService, health and reflection on port %d, /metrics on %d", server.port,
-             config.grpc_metrics_port)
-    stop.wait()
-    log.info("draining: up to %d s for calls in flight", config.request_timeout)
-    server.stop(config.request_timeout)
+    asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

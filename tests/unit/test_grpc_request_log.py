@@ -22,7 +22,7 @@ import pytest
 from conftest import standin_digits, standin_loader
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from helpers import eventually
+from helpers import BackgroundLoop, eventually
 
 from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_server import GrpcServer
@@ -49,20 +49,18 @@ def grpc_server(standin_home: Path) -> Iterator[tuple[GrpcServer, list[str]]]:
         (folder / "metadata.json").write_text(json.dumps({"version": version}))
     server = GrpcServer(Config(home=standin_home, max_batch_size=64, auth_token=TOKEN), loader=loader,
                         address="127.0.0.1:0")
-    server.start()
+    loop = BackgroundLoop()  # the asyncio server's loop; the test calls it from its own thread
+    loop.run(server.start())
     yield server, loads
-    server.stop(grace=1)
+    loop.run(server.stop(grace=1))
+    loop.close()
 
 
 @pytest.fixture
 def channel(grpc_server: tuple[GrpcServer, list[str]]) -> Iterator[grpc.Channel]:
     server, _loads = grpc_server
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as opened:
-        for _ in range(100):  # wait for the manager's first load
-            if server.manager.current is not None:
-                break
-            server._stopping.wait(0.1)
-        assert server.manager.current is not None
+        eventually(lambda: server.manager.current is not None, "the manager's first load", timeout=10)
         yield opened
 
 

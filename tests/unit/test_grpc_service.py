@@ -1,12 +1,15 @@
-"""inference.GRPCInferenceService in process: the real grpcio server, codec and data plane over StandInModel.
+"""inference.GRPCInferenceService in process: the real grpc.aio server, codec and data plane over StandInModel.
 
-A real channel on loopback calls each method by its wire name with the checked-in messages, so every
-answer went through grpcio's serialization. The field's clients (tritonclient.grpc, kserve) against the
-real process are in tests/integration/test_grpc_clients.py.
+The server runs on its own event loop's thread (helpers.BackgroundLoop). A real channel on loopback calls
+each method by its wire name with the checked-in messages, so every answer went through grpcio's
+serialization. The field's clients (tritonclient.grpc, kserve) against the real process are in
+tests/integration/test_grpc_clients.py.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,13 +17,14 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from conftest import standin_digit, standin_loader
+from conftest import StandInModel, standin_digit, standin_loader
 from conftest import standin_digits as digits
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from helpers import BackgroundLoop, eventually
 
 from server.protocols import v2_grpc_messages as pb
-from server.transports.grpc_server import GrpcServer
+from server.transports.grpc_server import INLINE_IMAGES, GrpcServer
 from shared.config import Config
 from shared.preprocess import mnist_to_png
 
@@ -29,12 +33,19 @@ MAX_BODY = 64 * 1024
 
 
 @pytest.fixture
-def server(standin_home: Path) -> Iterator[GrpcServer]:
+def loop() -> Iterator[BackgroundLoop]:
+    running = BackgroundLoop()  # the asyncio server's loop; the test calls it from its own thread
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def server(standin_home: Path, loop: BackgroundLoop) -> Iterator[GrpcServer]:
     config = Config(home=standin_home, max_batch_size=64, max_body_bytes=MAX_BODY, auth_token=TOKEN)
     grpc_server = GrpcServer(config, loader=standin_loader, address="127.0.0.1:0")
-    grpc_server.start()
+    loop.run(grpc_server.start())
     yield grpc_server
-    grpc_server.stop(grace=1)
+    loop.run(grpc_server.stop(grace=1))
 
 
 @pytest.fixture
@@ -45,7 +56,7 @@ def channel(server: GrpcServer) -> Iterator[grpc.Channel]:
         for _ in range(100):  # the health service follows the manager's first load
             if health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING:
                 break
-            server._stopping.wait(0.1)
+            time.sleep(0.1)
         yield opened
 
 
@@ -222,7 +233,7 @@ def test_not_found_unauthenticated_and_oversize(channel) -> None:
     assert call(channel, "ModelInfer", raw_request(digits(1))).outputs  # the server carries on
 
 
-def test_health_service_and_reflection(server, channel) -> None:
+def test_health_service_and_reflection(server, loop, channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", pb.SERVICE):
         assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == \
@@ -234,6 +245,39 @@ def test_health_service_and_reflection(server, channel) -> None:
     names = {service.name for service in listed.list_services_response.service}
     assert {pb.SERVICE, "grpc.health.v1.Health"} <= names
     assert described.file_descriptor_response.file_descriptor_proto  # grpcurl can describe the calls
-    server.stop(grace=1)
+    loop.run(server.stop(grace=1))
     with pytest.raises(grpc.RpcError):
         health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+
+class ThreadRecordingModel(StandInModel):
+    """The stand-in model, noting the images and the thread of each run."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, str]] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.runs.append((len(batch), threading.current_thread().name))
+        return super().predict(batch)
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_only_small_calls_on_the_served_model_run_on_the_event_loop(standin_home, loop, batching) -> None:
+    model = ThreadRecordingModel()
+    config = Config(home=standin_home, max_batch_size=64, auth_token=TOKEN, batching=batching)
+    grpc_server = GrpcServer(config, loader=lambda *_: model, address="127.0.0.1:0")
+    loop.run(grpc_server.start())
+    expected = {(1, ""): "test-loop", (INLINE_IMAGES, ""): "test-loop", (INLINE_IMAGES + 1, ""): "grpc",
+                (1, "1"): "grpc"}  # a numbered version may need loading: never on the loop
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+            eventually(lambda: grpc_server.manager.current is not None, "the first load", timeout=10)
+            for (count, version), thread in expected.items():
+                model.runs.clear()
+                response = call(channel, "ModelInfer", raw_request(digits(*[3] * count), model_version=version))
+                assert labels_of(response) == [3] * count
+                images, ran_on = model.runs[-1]  # a version's load may run the model first
+                # With BATCHING the batcher's thread runs every batch; the call waits for it on a grpc thread.
+                assert images == count and ran_on.startswith("batcher" if batching else thread), (count, ran_on)
+    finally:
+        loop.run(grpc_server.stop(grace=1))
