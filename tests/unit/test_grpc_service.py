@@ -8,9 +8,11 @@ tests/integration/test_grpc_clients.py.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,43 @@ def test_only_small_calls_on_the_served_model_run_on_the_event_loop(standin_home
                 assert images == count and ran_on.startswith("batcher" if batching else thread), (count, ran_on)
     finally:
         loop.run(grpc_server.stop(grace=1))
+
+
+class HeldModel(StandInModel):
+    """The stand-in model, holding each run until `release` is set."""
+
+    def __init__(self) -> None:
+        self.hold, self.running, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.hold.is_set():  # set once loaded: the warm-up passes
+            self.running.set()
+            assert self.release.wait(30)
+        return super().predict(batch)
+
+
+def test_stop_refuses_new_calls_and_lets_the_call_in_flight_finish(standin_home, loop) -> None:
+    model = HeldModel()
+    grpc_server = GrpcServer(Config(home=standin_home, auth_token=TOKEN), loader=lambda *_: model,
+                             address="127.0.0.1:0")
+    loop.run(grpc_server.start())
+    labels = [5] * (INLINE_IMAGES + 1)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel, ThreadPoolExecutor(1) as client:
+        eventually(lambda: grpc_server.manager.current is not None, "the first load", timeout=10)
+        model.hold.set()
+        in_flight = client.submit(call, channel, "ModelInfer", raw_request(digits(*labels)))
+        assert model.running.wait(10)
+        stopping = asyncio.run_coroutine_threadsafe(grpc_server.stop(grace=30), loop.loop)
+
+        def refused() -> bool:
+            try:
+                call(channel, "ServerLive", pb.ServerLiveRequest())
+            except grpc.RpcError as error:
+                return error.code() == grpc.StatusCode.UNAVAILABLE
+            return False
+
+        eventually(refused, "new calls refused while draining", timeout=10)
+        assert not stopping.done()  # the call in flight holds the drain
+        model.release.set()
+        assert labels_of(in_flight.result(timeout=10)) == labels
+        stopping.result(timeout=10)
