@@ -76,9 +76,11 @@ class Stack:
         # The labels compose gives its own volumes, so it adopts this one (and `down -v` removes it).
         self._run(["docker", "volume", "create", "--label", f"com.docker.compose.project={self.project}",
                    "--label", "com.docker.compose.volume=store", volume])
-        # As the image's user (the server's), so the copy belongs to it as if the trainer had published it.
-        self._run(["docker", "run", "--rm", "-v", f"{volume}:/data", "-v", f"{model_store}:/src:ro",
-                   "--entrypoint", "cp", f"{IMAGE_PREFIX}-server:latest", "-r", "/src", "/data/mnist"])
+        # Read as root (a test's temporary folder is private to its owner), then given to the image's user, the
+        # server's, as if the trainer had published it.
+        self._run(["docker", "run", "--rm", "--user", "0", "-v", f"{volume}:/data", "-v", f"{model_store}:/src:ro",
+                   "--entrypoint", "sh", f"{IMAGE_PREFIX}-server:latest", "-c",
+                   "cp -r /src /data/mnist && chown -R app:app /data/mnist"])
         self.run("up", "-d", "--wait", timeout=READY_TIMEOUT)
         with urllib.request.urlopen(self.url + "/readyz", timeout=10) as answer:
             if answer.status != 200:

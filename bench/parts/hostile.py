@@ -386,6 +386,55 @@ def legit_body() -> Path:
     return path
 
 
+def legit_beside_mix(url: str, port: int, clients: int = 4, limit: float = 40) -> dict[str, Any]:
+    """The pytest twins' round (no time measured): the mix against `port` and, once a first bomb has been
+    answered, `clients` keep-alive clients posting batch-1 v2 JSON one request after another and a /readyz probe
+    every half second, until both slow bodies have been cut (the mix's longest cycle; at most `limit` s). What
+    every legit request and probe got (a status, or the exception's name) and the mix's counts."""
+    import requests
+
+    from server.body import MIN_BYTES_PER_SECOND
+    from shared.config import Config
+
+    body, outcomes, probes, done = v2_json(pixels=[0] * 784), [], [], threading.Event()
+
+    def legit() -> None:
+        with requests.Session() as session:
+            while not done.is_set():
+                try:
+                    outcomes.append(session.post(url + PATH, data=body, timeout=60,
+                                                 headers={"Content-Type": "application/json"}).status_code)
+                except requests.RequestException as error:
+                    outcomes.append(type(error).__name__)
+
+    def until(condition: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if threads:  # probing only once the legit clients run
+                try:
+                    probes.append(requests.get(url + "/readyz", timeout=30).status_code)
+                except requests.RequestException as error:
+                    probes.append(type(error).__name__)
+
+    hostile = Hostile(port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND)
+    threads: list[threading.Thread] = []
+    hostile.start()
+    try:
+        # The hostile clients take their places first (the slow bodies are sending, the silent ones wait).
+        until(lambda: bool(hostile.counts["bomb"]), 60)
+        threads += [threading.Thread(target=legit) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        until(lambda: sum(hostile.counts["slow_body"].values()) >= MIX["slow_body"], limit)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+        counts = hostile.stop()
+    return {"legit": outcomes, "probes": probes, "mix": counts}
+
+
 def run_phase(server: Target, body: Path, hostile: Hostile | None) -> dict[str, Any]:
     prober, sampler = Prober(server.url), Sampler(server)
     prober.start()

@@ -8,21 +8,13 @@ workers' only threads, and every legit request waited behind them. Only behaviou
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 from helpers import eventually
 
-from bench.parts.hostile import MIX, Hostile, v2_json
-from server.body import MIN_BYTES_PER_SECOND
-from shared.config import Config
-
-LEGIT_CLIENTS = 4
-LEGIT_REQUESTS = 25  # per client, one after another on a keep-alive session
-PATH = "/v2/models/mnist/infer"
+from bench.parts.hostile import legit_beside_mix
 
 
 @pytest.fixture(scope="module")
@@ -39,35 +31,10 @@ def workers(server) -> set[int]:
 
 def test_legit_requests_all_succeed_and_no_worker_restarts_under_the_hostile_mix(server) -> None:
     before = workers(server)
-    hostile = Hostile(server.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND)
-    hostile.start()
-    body = v2_json(pixels=[0] * 784)
-    outcomes: list[object] = []
-
-    def legit() -> None:
-        with requests.Session() as session:
-            for _ in range(LEGIT_REQUESTS):
-                try:
-                    answer = session.post(server.url + PATH, data=body, timeout=60,
-                                          headers={"Content-Type": "application/json"})
-                    outcomes.append(answer.status_code)
-                except requests.RequestException as error:
-                    outcomes.append(error)
-
-    try:
-        # Let the hostile clients take their places first (the slow bodies are sending, the silent ones wait).
-        eventually(lambda: sum(n for counts in hostile.counts.values() for n in counts.values()) >= MIX["bomb"],
-                   "a first bomb answered", timeout=60)
-        clients = [threading.Thread(target=legit) for _ in range(LEGIT_CLIENTS)]
-        for client in clients:
-            client.start()
-        probes = [requests.get(server.url + "/readyz", timeout=30).status_code for _ in range(5)]
-        for client in clients:
-            client.join()
-    finally:
-        counts = hostile.stop()
-    failed = [outcome for outcome in outcomes if outcome != 200]
-    assert not failed and len(outcomes) == LEGIT_CLIENTS * LEGIT_REQUESTS, (failed[:5], counts)
-    assert probes == [200] * 5
+    round_ = legit_beside_mix(server.url, server.port)
+    failed = [outcome for outcome in round_["legit"] if outcome != 200]
+    assert round_["legit"] and not failed, (failed[:5], round_["mix"])
+    assert round_["probes"] and set(round_["probes"]) == {200}, round_["probes"]
+    assert round_["mix"]["slow_body"].get("408"), round_["mix"]  # the legit load ran through a whole slow-body cycle
     assert workers(server) == before, "a worker restarted (killed for time or memory) under the hostile mix"
-    assert counts["bomb"].get("400"), counts  # the bomb declaring a huge size was refused, and said so
+    assert round_["mix"]["bomb"].get("400"), round_["mix"]  # the bomb declaring a huge size was refused, and said so
