@@ -69,7 +69,10 @@ def _open_bounded(data: bytes, budget: DecodeBudget | None) -> Image.Image:
     if budget is not None:
         budget.spend(width * height * len(image.getbands()))
     image.load()
-    return ImageOps.exif_transpose(image)  # phone photos are often stored sideways plus an EXIF tag
+    # Phone photos are often stored sideways plus an EXIF tag. In place: otherwise an upright image (nearly all)
+    # is copied whole, a full-size buffer per image that a client sending large images makes the server pay.
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 def decode_image(data: bytes, budget: DecodeBudget | None = None) -> Image.Image:
@@ -89,7 +92,9 @@ def decode_image(data: bytes, budget: DecodeBudget | None = None) -> Image.Image
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image ({error})") from None
     transparent = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    image = image.convert("RGBA" if transparent else "L")
+    mode = "RGBA" if transparent else "L"
+    if image.mode != mode:  # convert() to the mode it already has is a full-size copy
+        image = image.convert(mode)
     if max(image.size) > WORK_SIDE:
         image = image.reduce(-(-max(image.size) // WORK_SIDE))  # Pillow averages RGBA premultiplied
     if transparent:

@@ -69,6 +69,26 @@ def test_a_transparent_canvas_export_is_flattened_without_float64_copies():
     assert peak < 8, f"{peak:.1f} MiB traced for one 2048x2048 RGBA PNG (a float64 copy alone is 32 MiB)"
 
 
+def test_images_at_the_limit_are_never_copied_whole(monkeypatch):
+    """An upright image already in the mode it is worked in (a canvas export) is not copied at full size: a
+    client posting images at the pixel limit otherwise makes every worker pay one more full-size buffer each."""
+    side = int(MAX_IMAGE_PIXELS ** 0.5)
+    copied: list[tuple[str, tuple[int, int]]] = []
+    copy = Image.Image.copy
+
+    def counted(image: Image.Image) -> Image.Image:
+        copied.append((image.mode, image.size))
+        return copy(image)
+
+    monkeypatch.setattr(Image.Image, "copy", counted)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[600:1400, 900:1100, 3] = 255
+    for data in (encoded(Image.fromarray(rgba, "RGBA"), "WEBP", lossless=True),
+                 encoded(Image.new("L", (side, side)), "PNG")):
+        image_to_mnist(data)
+    assert not [entry for entry in copied if entry[1] == (side, side)], copied
+
+
 def test_a_request_past_the_decoded_bytes_budget_is_refused(client):
     from shared.preprocess import MAX_REQUEST_DECODED_BYTES
 
