@@ -26,15 +26,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 
 from server import tracing
+from shared import logs
 
 log = logging.getLogger("server.requests")
 
 REQUEST_ID = "mnist.request_id"
 _NOTES = "mnist.request_log"
 UNMATCHED = "unmatched"
+MESSAGE = "%s %s %s %.1fms"  # method, route, status, latency: a line's message
 # A kept id goes into log lines and response headers as is: only a short run of safe characters.
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -53,9 +56,9 @@ def note(environ: dict[str, Any], **fields: Any) -> None:
 def choose_id(given: str, traceparent: str, trace_id: str | None = None) -> str:
     """The client's request id when it is a short safe token, else its traceparent's trace id, else this
     request's trace (tracing on) or a new random id. HTTP headers and gRPC metadata both come here."""
-    if _SAFE_ID.fullmatch(given):
+    if given and _SAFE_ID.fullmatch(given):
         return given
-    parent = _TRACEPARENT.fullmatch(traceparent.strip().lower())
+    parent = _TRACEPARENT.fullmatch(traceparent.strip().lower()) if traceparent else None
     if parent is not None and parent[1] != "0" * 32:
         return parent[1]
     return trace_id or os.urandom(16).hex()
@@ -86,9 +89,26 @@ def write(logger: logging.Logger, rid: str, method: str, route: str, status: int
         "forwarded_for": forwarded_for,
         **notes,
     }
-    if logger.isEnabledFor(logging.INFO):
+    if logger.isEnabledFor(logging.INFO) and not _write_direct(logger, method, route, status, latency_ms, fields):
         logger.handle(_Line(logger.name, (method, route, status, latency_ms), fields))
     return fields
+
+
+def _write_direct(logger: logging.Logger, method: str, route: str, status: int | str, latency_ms: float,
+                  fields: dict[str, Any]) -> bool:
+    """The line in JSON straight to the one handler that would print it (shared.logs.sole_line_handler): the
+    same object JsonFormatter writes, without a LogRecord or logging's handler chain, which were most of a
+    line's cost (bench/results.md, "Request log and tracing cost"). False: go through logging instead."""
+    handler = logs.sole_line_handler(logger)
+    if handler is None or type(handler.formatter) is not logs.JsonFormatter:
+        return False
+    line = logs.json_line(time.time(), "INFO", logger.name, _pid, MESSAGE % (method, route, status, latency_ms),
+                          fields)
+    try:
+        text = orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # a note orjson cannot write (a recursive default): logging's encoder says what
+        return False
+    return handler.write_line(text)
 
 
 _pid = os.getpid()
@@ -108,7 +128,7 @@ class _Line(logging.LogRecord):
 
     def __init__(self, name: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
         now = time.time()
-        self.name, self.msg, self.args, self.fields = name, "%s %s %s %.1fms", args, fields
+        self.name, self.msg, self.args, self.fields = name, MESSAGE, args, fields
         self.levelname, self.levelno = "INFO", logging.INFO
         self.pathname, self.filename, self.module, self.lineno, self.funcName = __file__, "request_log.py", \
             "request_log", 0, "write"

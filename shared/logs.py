@@ -13,12 +13,14 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-# One encoder for every line: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
+# One encoder for every line (json.dumps with options builds a new one per call), compact as orjson writes the
+# server's request lines (server/request_log.py), so every JSON line looks alike.
+_encode = json.JSONEncoder(default=str, ensure_ascii=False, separators=(",", ":")).encode
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,18 +40,18 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+def json_line(created: float, level: str, logger: str, pid: int | None, message: str,
+              fields: dict[str, Any]) -> dict[str, Any]:
+    """The object a JSON line holds, in this key order: every writer of JSON lines builds it here."""
+    return {"time": iso_time(created), "level": level, "logger": logger, "pid": pid, "message": message, **fields}
+
+
 class JsonFormatter(logging.Formatter):
-    """`{"time", "level", "logger", "message", **fields}` on one line; a traceback as `exception`."""
+    """`{"time", "level", "logger", "pid", "message", **fields}` on one line; a traceback as `exception`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": iso_time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-            **_fields(record),
-        }
+        line = json_line(record.created, record.levelname, record.name, record.process, record.getMessage(),
+                         _fields(record))
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return _encode(line)
@@ -69,6 +71,39 @@ class TextFormatter(logging.Formatter):
         return text + " " + " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
 
 
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdout handler of `dict_config`. `write_line` puts an already formatted line on its stream under the
+    handler's lock: the server's request line (one per request) comes this way when this handler is the only
+    one that would see it, skipping the LogRecord and the handler chain (server/request_log.py)."""
+
+    def write_line(self, text: str) -> bool:
+        """Write `text` and a newline; False when the stream failed (the caller then goes through logging,
+        whose handleError reports it)."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(text + self.terminator)
+                self.stream.flush()
+            except Exception:
+                return False
+        return True
+
+
+def sole_line_handler(logger: logging.Logger, level: int = logging.INFO) -> LineHandler | None:
+    """The one handler a `level` record of `logger` would reach, when that is a `LineHandler` and no filter
+    or other handler is on the way (a test's caplog, a user's extra handler); else None."""
+    found: LineHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if found is not None or type(handler) is not LineHandler or handler.filters or handler.level > level:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    return found
+
+
 def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
@@ -80,7 +115,7 @@ def dict_config(log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"line": {"()": factory}},
-        "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}},
+        "handlers": {"stdout": {"class": f"{__name__}.LineHandler", "stream": "ext://sys.stdout", "formatter": "line"}},
         "root": {"level": "INFO", "handlers": ["stdout"]},
         "loggers": {
             "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
@@ -91,7 +126,7 @@ def dict_config(log_format: str) -> dict[str, Any]:
 
 def configure(log_format: str, stream: TextIO | None = None) -> None:
     """Send the root logger's INFO lines to `stream` (stdout) in `log_format` (the trainer's CLI)."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = LineHandler(stream or sys.stdout)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -105,6 +140,5 @@ def emit(message: str, stream: TextIO | None = None, **fields: Any) -> None:
 
     log_format = parse_setting("log_format", os.environ.get(env_name("log_format"), "text"))
     if log_format == "json":
-        message = json.dumps({"time": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": "INFO",
-                              "logger": "trainer", "pid": os.getpid(), "message": message, **fields}, default=str)
+        message = _encode(json_line(time.time(), "INFO", "trainer", os.getpid(), message, fields))
     print(message, file=stream or sys.stdout, flush=True)

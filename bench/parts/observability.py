@@ -160,9 +160,9 @@ def in_process(home: Path, requests: int, rounds: int) -> dict[str, Any]:
     from server import tracing
     from server.app import create_app
     from shared.config import Config
-    from shared.logs import JsonFormatter
+    from shared.logs import JsonFormatter, LineHandler
 
-    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - the whole run
+    handler = LineHandler(open(os.devnull, "w"))  # noqa: SIM115 - the whole run; gunicorn.conf.py's handler
     handler.setFormatter(JsonFormatter())  # the line is formatted as in a container, then discarded
     logging.getLogger("server.requests").addHandler(handler)
     logging.getLogger("server.requests").setLevel(logging.INFO)

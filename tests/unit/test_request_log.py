@@ -149,3 +149,69 @@ def test_iso_time_is_datetimes() -> None:
 
     for created in (0.0, 1796398325.0, 1796398325.0005, 1796398325.9999, 1796398325.123456, 1796398399.999):
         assert logs.iso_time(created) == datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+@pytest.fixture
+def line_logger():
+    """`server.requests` as gunicorn.conf.py sets it up (shared.logs.dict_config's LineHandler on the root),
+    with the handler's stream a StringIO; restored afterwards."""
+    import logging.config
+
+    root, requests = logging.getLogger(), logging.getLogger("server.requests")
+    saved = (root.handlers[:], root.level, requests.handlers[:], requests.level, requests.propagate)
+
+    def configure(log_format: str) -> io.StringIO:
+        logging.config.dictConfig(logs.dict_config(log_format))
+        stream = io.StringIO()
+        root.handlers[0].setStream(stream)
+        requests.handlers[:], requests.propagate = [], True
+        return stream
+
+    yield configure
+    root.handlers[:], root.level = saved[0], saved[1]
+    requests.handlers[:], requests.level, requests.propagate = saved[2], saved[3], saved[4]
+
+
+def _write_one(**notes: object) -> dict:
+    from server import request_log
+
+    return request_log.write(request_log.log, "r1", "POST", "/v2/models/{model}/infer", 200, 0.0, 3200, 180,
+                             {"model_version": 2, "images": 1, "protocol": "v2", **notes}, "127.0.0.1", None)
+
+
+def test_direct_json_line_is_the_formatters_line(line_logger) -> None:
+    """The request line skips the LogRecord when dict_config's handler is the only one that would print it
+    (server.request_log._write_direct): the same keys in the same order, the same values, as JsonFormatter's."""
+    from server.request_log import _Line
+
+    stream = line_logger("json")
+    assert type(logs.sole_line_handler(logging.getLogger("server.requests"))) is logs.LineHandler
+    fields = _write_one(note="ü")
+    direct = json.loads(stream.getvalue())
+    record = _Line("server.requests", ("POST", "/v2/models/{model}/infer", 200, fields["latency_ms"]), dict(fields))
+    formatted = json.loads(logs.JsonFormatter().format(record))
+    assert list(direct) == list(formatted) and direct.pop("time")[:10] == formatted.pop("time")[:10]
+    assert direct == formatted and direct["note"] == "ü" and direct["model_version"] == 2
+
+
+def test_direct_line_gives_way_to_any_other_handler_or_filter(line_logger) -> None:
+    """A second handler (a user's, or pytest's caplog), a filter or the text format: the line goes through
+    logging, so everything a user adds to the logging setup still sees it."""
+    requests = logging.getLogger("server.requests")
+    stream = line_logger("json")
+    requests.addFilter(lambda record: True)
+    assert logs.sole_line_handler(requests) is None
+    requests.filters.clear()
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    requests.addHandler(extra)
+    assert logs.sole_line_handler(requests) is None
+    _write_one()
+    assert [record.fields["request_id"] for record in seen] == ["r1"]
+    assert json.loads(stream.getvalue())["request_id"] == "r1"  # the LineHandler printed it, through logging
+    requests.removeHandler(extra)
+    stream = line_logger("text")
+    assert logs.sole_line_handler(requests) is not None  # the only handler, but not JSON: through logging
+    _write_one()
+    assert "POST /v2/models/{model}/infer 200 " in stream.getvalue() and "request_id=r1" in stream.getvalue()
