@@ -88,7 +88,11 @@ def unlogged_app() -> Any:
     return app
 
 
-HTTP_VARIANTS = ("without request log", "request log, tracing off", "request log, tracing on")
+UNLOGGED, SECOND, LOGGED, TRACED = ("without request log", "without request log, a second server",
+                                     "request log, tracing off", "request log, tracing on")
+# The second unlogged server is an A/A comparison: its ratio to the first, round by round, is the noise band
+# that "within noise" is judged against.
+HTTP_VARIANTS = (UNLOGGED, SECOND, LOGGED, TRACED)
 CONNECTIONS = 16
 
 
@@ -96,9 +100,9 @@ def _http_launch(name: str, port: int, receiver: str) -> Launch:
     env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
            "BIND_HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", "BATCHING": "false"}
     app = "server.wsgi:app"
-    if name == HTTP_VARIANTS[0]:
+    if name in (UNLOGGED, SECOND):
         app = "bench.parts.observability:unlogged_app()"
-    if name == HTTP_VARIANTS[2]:
+    if name == TRACED:
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, OTEL_SERVICE_NAME="mnist-bench")
     return Launch(name, [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", app], "/readyz",
                   env=env, log_name=f"observability-{HTTP_VARIANTS.index(name)}")
@@ -122,7 +126,8 @@ def over_http(seconds: int, rounds: int) -> dict[str, Any]:
             assert running.post(V2_INFER, body)["outputs"], running.launch.name
             wrk(running.url + V2_INFER, body, CONNECTIONS, 2)  # warm-up
         for number in range(rounds):
-            order = HTTP_VARIANTS[number % 3:] + HTTP_VARIANTS[:number % 3]
+            turn = number % len(HTTP_VARIANTS)
+            order = HTTP_VARIANTS[turn:] + HTTP_VARIANTS[:turn]
             for name in order:
                 running = servers[name]
                 tree = running.tree()
@@ -146,7 +151,7 @@ def over_http(seconds: int, rounds: int) -> dict[str, Any]:
                         for key in ("requests_per_second", "p50_ms", "p99_ms", "cpu_us_per_request")}
         result[name]["errors"] = sum(run["errors"] for run in runs[name])
         result[name]["rounds_requests_per_second"] = [run["requests_per_second"] for run in runs[name]]
-    base = runs[HTTP_VARIANTS[0]]
+    base = runs[UNLOGGED]
     for name in HTTP_VARIANTS[1:]:  # side-by-side: each round's ratio to the unlogged server's run next to it
         ratios = [run["requests_per_second"] / first["requests_per_second"]
                   for run, first in zip(runs[name], base, strict=True)]
@@ -230,16 +235,21 @@ def _http_rows(http: dict[str, Any]) -> tuple[list[list[Any]], dict[str, float]]
 
 
 def _verdict(http: dict[str, Any], ratios: dict[str, float]) -> str:
-    """The two questions in words: what the log costs with tracing off, what tracing costs on top."""
+    """The two questions in words: what the log costs with tracing off (against the A/A noise band when the run
+    had a second unlogged server), what tracing costs on top."""
     variants = http["variants"]
-    names = list(variants)
-    cpu = [variants[name]["cpu_us_per_request"] for name in names]
-    spread = [min(rounds) / max(rounds) for rounds in
-              (variants[name]["rounds_requests_per_second"] for name in names) if len(rounds) > 1]
-    noise = f" (the unlogged server's own rounds spread {1 - spread[0]:.0%})" if spread else ""
-    return (f"Request log with tracing off: {ratios[names[1]]:.1%} of the unlogged server's requests/s"
-            f"{noise}, {cpu[1] - cpu[0]:+.0f} us of server CPU per request. Tracing on: {ratios[names[2]]:.1%},"
-            f" {cpu[2] - cpu[0]:+.0f} us of CPU per request over the unlogged server.")
+    cpu = {name: value["cpu_us_per_request"] for name, value in variants.items()}
+    logged, traced = (name for name in variants if name.startswith("request log"))
+    text = (f"Request log with tracing off: {ratios[logged]:.1%} of the unlogged server's requests/s, "
+            f"{cpu[logged] - cpu[UNLOGGED]:+.0f} us of server CPU per request.")
+    same = variants.get(SECOND, {}).get("ratio_to_unlogged_by_round")
+    if same:
+        band = max(abs(1 - ratio) for ratio in same)
+        within = abs(1 - ratios[logged]) <= band
+        text += (f" Noise band (two identical unlogged servers, round by round): ±{band:.1%}; the log's median"
+                 f" ratio is {'within' if within else 'outside'} it.")
+    return text + (f" Tracing on: {ratios[traced]:.1%}, {cpu[traced] - cpu[UNLOGGED]:+.0f} us of CPU per"
+                   " request over the unlogged server.")
 
 
 def section(figures: dict[str, Any], parts: Parts) -> list[str]:
