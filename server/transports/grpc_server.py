@@ -53,6 +53,7 @@ from server.dataplane import DataPlane
 from server.errors import ApiError
 from server.http_errors import INTERNAL_ERROR
 from server.model_manager import Loader, ModelManager
+from server.parallel_model import Helpers, cpus, parallel_loader
 from server.protocols import v2, v2_grpc
 from server.protocols import v2_grpc_messages as pb
 from server.transports.grpc_log import OtherServicesLog, call_id, metadata, write_line
@@ -219,6 +220,11 @@ def service_handler(service: InferenceService, offload: Offload) -> grpc.Generic
     return grpc.method_handlers_generic_handler(pb.SERVICE, handlers)
 
 
+def part_helpers() -> int:
+    """Helper threads for the parts of a big batch: one per CPU beyond the calling thread's."""
+    return cpus() - 1
+
+
 class GrpcServer:
     """The gRPC server with its model manager, health and reflection. `await start()` on the event loop that
     will serve it, then `await stop(grace)` to drain."""
@@ -226,7 +232,8 @@ class GrpcServer:
     def __init__(self, config: Config, loader: Loader = load_model, address: str | None = None) -> None:
         self.config = config
         self.address = address or f"{config.bind_host}:{config.grpc_port}"
-        self.manager = ModelManager(config, loader)
+        # A big batch runs in parts on the process's other CPUs too (server/parallel_model.py).
+        self.manager = ModelManager(config, parallel_loader(loader, Helpers(part_helpers())))
         self.plane = DataPlane(self.manager, config.max_batch_size,
                                batching.from_config(config, metrics.observe_batch))
         self.service = InferenceService(config, self.manager, self.plane)
