@@ -30,6 +30,11 @@ from server.protocols.common import InferRequest, InferResult, check_batch_size
 from shared.model_store import ModelStoreError
 from shared.preprocess import scale_pixels
 
+# A model call of this many images or fewer runs on the worker's loop: it takes about as much CPU as handing it
+# to a compute thread and back, which would only add its cost and latency (bench/results.md, "Inline model
+# runs"). Bigger batches go to a compute thread (server/compute.py), so the loop keeps reading connections.
+INLINE_IMAGES = 8
+
 
 class DataPlane:
     def __init__(self, manager: ModelManager, max_batch_size: int, batcher: Batcher | None = None) -> None:
@@ -110,4 +115,6 @@ class DataPlane:
                     metrics.QUEUE_FULL.inc()  # the alert's own signal: a 503 alone may have other causes
                     raise
         with tracing.span("model run", model_version=model.version, batch_size=len(pixels)):
+            if len(scaled) <= INLINE_IMAGES:
+                return model.model.predict(scaled)
             return offload(model.model.predict, scaled)

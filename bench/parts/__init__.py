@@ -69,6 +69,8 @@ PARTS = (
     Part("grpc", f"{PY} bench.run --only grpc   # part of make bench-peers; BENCH_SECONDS=5 BENCH_ROUNDS=2",
          needs=("wrk",)),
     Part("observability", f"{PY} bench.run --only observability   # request log and tracing cost"),
+    Part("inline", f"{PY} bench.run --only inline   # small model runs on the loop; BENCH_SECONDS=5 BENCH_ROUNDS=4",
+         needs=("wrk",)),
     Part("hostile", f"{PY} bench.run --only hostile   # slow/silent clients, bombs; BENCH_HOSTILE_MODELS,"
                     " BENCH_HOSTILE_ROUNDS, BENCH_HOSTILE_SECONDS=8", default=True, needs=("wrk",)),
 )

@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_HOME, ROOT, TMP, load_average, write_part
-from bench.lib import bodies
+from bench.common import BENCH_HOME, ROOT, TMP, write_part
+from bench.lib import bodies, sidebyside
 from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
-from bench.lib.processes import Launch, Running, cpu_seconds, free_port
-from bench.lib.wrk import figures as wrk_figures
+from bench.lib.processes import Launch, Running, free_port
 from bench.lib.wrk import wrk
 from bench.report import Parts, fragment, measured, render, table
 
@@ -109,55 +108,26 @@ def _http_launch(name: str, port: int, receiver: str) -> Launch:
 
 
 def over_http(seconds: int, rounds: int) -> dict[str, Any]:
-    """wrk against the three servers, all started up front, one at a time in rotating order."""
+    """wrk against the servers, all started up front, one at a time in rotating order (bench.lib.sidebyside)."""
     for key in [key for key in os.environ if key.startswith("OTEL_")]:
         del os.environ[key]
     body = bodies.write(TMP / "bodies" / "observability-v2-1.json", bodies.v2_json(bodies.test_digits(1)),
                         "application/json")
     receiver = _discarding_receiver()
     servers = {}
-    for name in HTTP_VARIANTS:
-        port = free_port()
-        servers[name] = Running(_http_launch(name, port, receiver), port)
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in HTTP_VARIANTS}
-    loads = [load_average()]
     try:
+        for name in HTTP_VARIANTS:
+            port = free_port()
+            servers[name] = Running(_http_launch(name, port, receiver), port)
         for running in servers.values():
             assert running.post(V2_INFER, body)["outputs"], running.launch.name
             wrk(running.url + V2_INFER, body, CONNECTIONS, 2)  # warm-up
-        for number in range(rounds):
-            turn = number % len(HTTP_VARIANTS)
-            order = HTTP_VARIANTS[turn:] + HTTP_VARIANTS[:turn]
-            for name in order:
-                running = servers[name]
-                tree = running.tree()
-                before = cpu_seconds(tree)
-                raw = wrk(running.url + V2_INFER, body, CONNECTIONS, seconds)
-                after = cpu_seconds(tree)
-                run = wrk_figures(raw, 1)
-                cpu = sum(after[pid] - before.get(pid, 0.0) for pid in after)
-                run["cpu_us_per_request"] = round(cpu / max(raw["requests"], 1) * 1e6, 1)
-                runs[name].append(run)
-            loads.append(load_average())
-            print(f"round {number + 1}/{rounds} (load {loads[-1]}): " + ", ".join(
-                f"{name} {runs[name][-1]['requests_per_second']} req/s {runs[name][-1]['cpu_us_per_request']} us CPU"
-                for name in HTTP_VARIANTS), flush=True)
+        runs, loads = sidebyside.rounds(servers, V2_INFER, body, CONNECTIONS, seconds, rounds)
     finally:
         for running in servers.values():
             running.stop()
-    result: dict[str, Any] = {}
-    for name in HTTP_VARIANTS:
-        result[name] = {key: round(statistics.median(run[key] for run in runs[name]), 2)
-                        for key in ("requests_per_second", "p50_ms", "p99_ms", "cpu_us_per_request")}
-        result[name]["errors"] = sum(run["errors"] for run in runs[name])
-        result[name]["rounds_requests_per_second"] = [run["requests_per_second"] for run in runs[name]]
-    base = runs[UNLOGGED]
-    for name in HTTP_VARIANTS[1:]:  # side-by-side: each round's ratio to the unlogged server's run next to it
-        ratios = [run["requests_per_second"] / first["requests_per_second"]
-                  for run, first in zip(runs[name], base, strict=True)]
-        result[name]["ratio_to_unlogged_by_round"] = [round(ratio, 3) for ratio in ratios]
-    return {"variants": result, "seconds": seconds, "rounds": rounds, "connections": CONNECTIONS,
-            "layout": server_layout(), "load_average": loads}
+    return {"variants": sidebyside.summary(runs, "ratio_to_unlogged_by_round"), "seconds": seconds,
+            "rounds": rounds, "connections": CONNECTIONS, "layout": server_layout(), "load_average": loads}
 
 
 def in_process(home: Path, requests: int, rounds: int) -> dict[str, Any]:
