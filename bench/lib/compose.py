@@ -95,6 +95,11 @@ class Stack:
     def inspect(self, container: str) -> dict:
         return json.loads(self._run(["docker", "inspect", container]))[0]
 
+    def address(self, service: str) -> str:
+        """The service's (first) container's address on the project's network, reachable from the Docker host."""
+        networks = self.inspect(self.containers(service)[0])["NetworkSettings"]["Networks"]
+        return next(iter(networks.values()))["IPAddress"]
+
     def restart_counts(self) -> dict[str, int]:
         """Docker's RestartCount of each server container (a container whose gunicorn died and came back)."""
         return {container: self.inspect(container)["RestartCount"] for container in self.containers()}

@@ -159,8 +159,8 @@ def bomb_bodies() -> list[bytes]:
 class Hostile:
     """Runs the mix in threads until stop(); counts what the server did to each kind of client."""
 
-    def __init__(self, port: int, max_body: int, floor: int) -> None:
-        self.port, self.max_body, self.floor = port, max_body, floor
+    def __init__(self, port: int, max_body: int, floor: int, host: str = "127.0.0.1") -> None:
+        self.host, self.port, self.max_body, self.floor = host, port, max_body, floor
         self.stopping = threading.Event()
         self.counts: dict[str, dict[str, int]] = {kind: {} for kind in MIX}
         self.bombs = bomb_bodies()
@@ -186,7 +186,7 @@ class Hostile:
         client: Callable[[socket.socket], str] = getattr(self, f"_{kind}")
         while not self.stopping.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
                     outcome = client(sock)
             except OSError as error:
                 outcome = type(error).__name__
@@ -308,10 +308,11 @@ class Sampler(threading.Thread):
 # --- server and wrk -------------------------------------------------------------------------------
 
 class Target(Protocol):
-    """What the mix and wrk are pointed at: `port` on 127.0.0.1 (`url`), served by `workers()`, which listen on
+    """What the mix and wrk are pointed at: `port` on `host` (`url`), served by `workers()`, which listen on
     `worker_port` (None: their connections are not counted)."""
 
     url: str
+    host: str
     port: int
     worker_port: int | None
 
@@ -326,8 +327,9 @@ def established(pid: int, port: int) -> int:
 
 class Server:
     def __init__(self, model: str, home: Path) -> None:
-        self.port = self.worker_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.host, self.port = "127.0.0.1", free_port()
+        self.worker_port = self.port
+        self.url = f"http://{self.host}:{self.port}"
         self.log = open(TMP / f"hostile-{model}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(config_file(model)), "server.wsgi:app"], cwd=ROOT,
@@ -442,10 +444,15 @@ def run_phase(server: Target, body: Path, hostile: Hostile | None) -> dict[str, 
     if hostile is not None:
         hostile.start()
         time.sleep(SETTLE_SECONDS)
+    before = psutil.cpu_times()
     legit = wrk(server.url, body, SECONDS)
+    # The whole machine's, so a phase that left cores idle (bound by latency, not CPU) shows as such.
+    cpu = psutil.cpu_times()
+    busy = 1 - (cpu.idle + cpu.iowait - before.idle - before.iowait) / (sum(cpu) - sum(before))
     counts = hostile.stop() if hostile is not None else None
     peaks = sampler.result()
-    return {"legit": legit, "readyz": prober.result(), "peak_rss_mib": sorted(peaks.values(), reverse=True),
+    return {"legit": legit, "cpu_busy": round(busy, 3), "readyz": prober.result(),
+            "peak_rss_mib": sorted(peaks.values(), reverse=True),
             "most_connections_on_one_worker": median(sampler.most_on_one) if sampler.most_on_one else None,
             "pids_seen": sorted(peaks), **({"hostile": counts} if counts is not None else {})}
 
@@ -457,7 +464,8 @@ def both_phases(target: Target, body: Path) -> dict[str, Any]:
 
     before = [worker.pid for worker in target.workers()]
     clean = run_phase(target, body, None)
-    hostile = run_phase(target, body, Hostile(target.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND))
+    hostile = run_phase(target, body, Hostile(target.port, Config.from_env().max_body_bytes, MIN_BYTES_PER_SECOND,
+                                              target.host))
     after = [worker.pid for worker in target.workers()]
     new_pids = len(set(clean["pids_seen"]) | set(hostile["pids_seen"]) | set(after)) - len(before)
     return {"load_average": load_average(), "clean": clean, "hostile": hostile, "restarts": new_pids,
@@ -475,14 +483,18 @@ def measure(model: str, home: Path, body: Path) -> dict[str, Any]:
 
 
 class ComposeTarget:
-    """The compose stack through HAProxy: the mix and wrk go to the proxy's published port."""
+    """The compose stack through HAProxy: the mix, wrk and the prober go to the proxy's port on the compose network
+    (its container's address), as clients arriving on a host's network interface do. Its published loopback port
+    would add Docker's userland relay (docker-proxy), one more process on the same cores, which only loopback
+    clients on the Docker host pass through."""
 
     # Not counted: psutil reads connections from the host's /proc/net/tcp, not the container's network namespace;
     # behind the proxy they would be HAProxy's connections anyway, not the clients'.
     worker_port = None
 
     def __init__(self, stack: Any) -> None:
-        self.stack, self.url, self.port = stack, stack.url, stack.port
+        self.stack, self.host, self.port = stack, stack.address("proxy"), 8000
+        self.url = f"http://{self.host}:{self.port}"
 
     def workers(self) -> list[psutil.Process]:
         return self.stack.workers()
@@ -524,6 +536,9 @@ def summarise(runs: list[dict[str, Any]], model: str) -> dict[str, Any]:
         "restarts": max(r["restarts"] for r in mine),
         "peak_rss_mib": max(max(r["hostile"]["peak_rss_mib"] or [0]) for r in mine),
         "most_connections_on_one_worker": median(held) if held else None,
+        # The machine's CPU busy share during wrk (all processes): near 100 %, the phase was bound by CPU.
+        "cpu_busy": {phase: median([r[phase].get("cpu_busy", float("nan")) for r in mine])
+                     for phase in ("clean", "hostile")},
     }
 
 
@@ -565,12 +580,15 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     def ms(value: float | None, stalled: bool = False) -> Any:
         return "-" if stalled or value is None else round(value, 1)
 
+    def busy(phases: dict[str, float] | None) -> str:
+        return "-" if not phases else f"{phases['clean']:.0%} / {phases['hostile']:.0%}"
+
     rows = [[model + (" (served)" if model == figures["served"] else ""), ms(entry["clean_requests_per_second"]),
              ms(entry["hostile_requests_per_second"]), f"{entry['share_of_clean']:.0%}",
              "all stalled" if entry.get("stalled") else entry["failed"], ms(entry["clean_p99_ms"]),
              ms(entry["hostile_p99_ms"], entry.get("stalled", False)), ms(entry["readyz_p99_ms"]),
              entry["readyz_failed"], entry["restarts"], ms(entry["peak_rss_mib"]),
-             ms(entry["most_connections_on_one_worker"])]
+             ms(entry["most_connections_on_one_worker"]), busy(entry.get("cpu_busy"))]
             for model, entry in figures["models"].items()]
     mix = ", ".join(f"{count} {kind.replace('_', ' ')}" for kind, count in figures["mix"].items())
     loads = "; ".join(sorted({run["load_average"] for run in figures["runs"]}))
@@ -579,7 +597,8 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
                   outcomes=outcomes(figures["runs"]),
                   table=table(["worker model", "clean req/s", "hostile req/s", "share", "failed legit",
                                "clean p99 ms", "hostile p99 ms", "/readyz p99 ms", "/readyz failed", "restarts",
-                               "peak RSS/worker MiB", "most conns on 1 worker (of 16)"], rows))
+                               "peak RSS/worker MiB", "most conns on 1 worker (of 16)",
+                               "box CPU busy clean / hostile"], rows))
 
 
 if __name__ == "__main__":
