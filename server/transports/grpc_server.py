@@ -12,8 +12,10 @@ its polling thread to a pool thread and back, and those hand-offs were most of a
 What may block never runs on the loop: a ModelInfer call of more than INLINE_IMAGES images, of BYTES
 images, on a version other than the served one (it may load a model) or with BATCHING on (the batcher
 waits for company), and ModelReady/ModelMetadata (they read the store), run on one of GRPC_THREADS
-threads. A small call on the served model is answered on the loop: an ONNX Runtime run of a few images
-takes less time than the hand-off to a thread and back.
+threads. A small call on the served model is answered on the loop: handing a run of a few images to a thread
+and back costs the loop more than the run itself (docs/grpc.md, "Benchmark"). A big batch runs in parts at
+once on the process's other CPUs (server/parallel_model.py): the session has INFERENCE_THREADS intra-op
+threads, one as compose runs it.
 
 Per call it does what the HTTP infer route does: the bearer token (metadata `authorization`) on
 ModelInfer, the codec (server.protocols.v2_grpc), the data plane, the metrics, one request-log line
