@@ -216,8 +216,8 @@ def _verdict(http: dict[str, Any], ratios: dict[str, float]) -> str:
     if same:
         band = max(abs(1 - ratio) for ratio in same)
         within = abs(1 - ratios[logged]) <= band
-        text += (f" Noise band (two identical unlogged servers, round by round): ±{band:.1%}; the log's median"
-                 f" ratio is {'within' if within else 'outside'} it.")
+        text += (f" Noise band (two identical unlogged servers, round by round): ±{band:.1%}, their median ratio"
+                 f" {ratios[SECOND]:.1%}; the log's median ratio is {'within' if within else 'outside'} the band.")
     return text + (f" Tracing on: {ratios[traced]:.1%}, {cpu[traced] - cpu[UNLOGGED]:+.0f} us of CPU per"
                    " request over the unlogged server.")
 
