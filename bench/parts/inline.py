@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from typing import Any
 
@@ -82,7 +83,7 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     for case, value in figures["cases"].items():
         for name, variant in value["variants"].items():
             by_round = variant.get("ratio_by_round")
-            ratio = (f"{sorted(by_round)[len(by_round) // 2]:.3f} ({', '.join(f'{r:.2f}' for r in by_round)})"
+            ratio = (f"{statistics.median(by_round):.3f} ({', '.join(f'{r:.2f}' for r in by_round)})"
                      if by_round else "1.000")
             rows.append([case, name, variant["requests_per_second"], ratio, variant["p50_ms"], variant["p99_ms"],
                          variant["cpu_us_per_request"], variant["errors"]])
