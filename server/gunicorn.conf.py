@@ -9,11 +9,8 @@ gunicorn stops accepting, lets requests in flight finish (graceful_timeout), the
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `shared` and 
 
 from gunicorn import glogging
 
+from server import metrics_dir
 from server.balance import ConnectionTable
 from shared.config import Config, ConfigError
 from shared.logs import dict_config
@@ -55,17 +53,9 @@ control_socket_disable = True
 # Docker's /tmp may be a slow overlay; /dev/shm keeps the heartbeat files in memory where it exists.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
-# prometheus_client's multiprocess mode: every worker writes its metric files to one folder,
-# which must exist, be empty at start, and be set before any worker imports prometheus_client.
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-_own_metrics_dir = not _metrics_dir
-if _own_metrics_dir:
-    _metrics_dir = tempfile.mkdtemp(prefix="mnist-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-else:
-    os.makedirs(_metrics_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
-        os.remove(stale)  # from a previous run: would be added to this run's counters
+# prometheus_client's multiprocess mode: every worker writes its metric files to one folder, set before
+# any worker imports prometheus_client (server/metrics_dir.py).
+_metrics_dir, _own_metrics_dir = metrics_dir.prepare("mnist-metrics-")
 
 # Everything to stdout in LOG_FORMAT (json or text), so `docker logs` shows one ordered stream.
 logconfig_dict = dict_config(_config.log_format)
@@ -107,8 +97,7 @@ def child_exit(_server, worker) -> None:
 
 
 def on_exit(_server) -> None:
-    if _own_metrics_dir:
-        shutil.rmtree(_metrics_dir, ignore_errors=True)
+    metrics_dir.remove(_metrics_dir, _own_metrics_dir)
 
 
 def post_worker_init(_worker) -> None:

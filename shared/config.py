@@ -237,6 +237,9 @@ class Config:
     grpc_threads: int = _setting("GRPC_THREADS", "8", _positive_int, "server",
                                  "gRPC server threads for the work that may block (model runs above a few "
                                  "images, version loads, store reads, waits for a batch); more wait for one.")
+    grpc_processes: int = _setting("GRPC_PROCESSES", "2", _positive_int, "server",
+                                   "gRPC server processes sharing GRPC_PORT (SO_REUSEPORT), each with its own"
+                                   " event loop and model, as gunicorn's workers; 1: one process, no supervisor.")
     grpc_metrics_port: int = _setting("GRPC_METRICS_PORT", "8002", _port, "server",
                                       "TCP port of the gRPC server's Prometheus /metrics (plain HTTP).")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")

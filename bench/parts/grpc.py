@@ -49,7 +49,8 @@ CASES = (("A c1", 1, 1), ("A c16", 1, 16), ("C c1", 256, 1), ("C c4", 256, 4))
 HTTP_CONNECTIONS = (1, 16)  # our HTTP batch 1 at the gRPC batch-1 cases' concurrency
 READY_TIMEOUT = 120
 # Ours as compose runs the grpc service (docker-compose.yml), on the benchmark's model.
-OURS_ENV = {"INFERENCE_THREADS": "1", "GRPC_THREADS": "8", "BIND_HOST": "127.0.0.1", "LOG_FORMAT": "json"}
+OURS_ENV = {"INFERENCE_THREADS": "1", "GRPC_THREADS": "8", "GRPC_PROCESSES": "2", "BIND_HOST": "127.0.0.1",
+            "LOG_FORMAT": "json"}
 PEERS = {"kserve": "KServe 0.21 gRPC server, 2 workers", "pytriton": "PyTriton 0.7 (Triton's C++ gRPC front end), "
          "2 model instances, dynamic batching"}
 

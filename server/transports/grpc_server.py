@@ -2,7 +2,8 @@
 
     python -m server.transports.grpc_server      # listens on GRPC_PORT (8001)
 
-Its own process (docs/grpc.md argues why): one ModelManager with hot reload and one DataPlane, as a
+Its own process (docs/grpc.md argues why), or GRPC_PROCESSES of them on one port under a supervisor
+(server/transports/grpc_processes.py): each has one ModelManager with hot reload and one DataPlane, as a
 gunicorn worker has, behind grpcio's asyncio server (`grpc.aio`, the API KServe's and MLServer's gRPC
 servers use). One event loop reads and answers every call; the synchronous server handed each call from
 its polling thread to a pool thread and back, and those hand-offs were most of a small call's time
@@ -231,8 +232,10 @@ class GrpcServer:
     """The gRPC server with its model manager, health and reflection. `await start()` on the event loop that
     will serve it, then `await stop(grace)` to drain."""
 
-    def __init__(self, config: Config, loader: Loader = load_model, address: str | None = None) -> None:
+    def __init__(self, config: Config, loader: Loader = load_model, address: str | None = None,
+                 reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port
         self.address = address or f"{config.bind_host}:{config.grpc_port}"
         # A big batch runs in parts on the process's other CPUs too (server/parallel_model.py).
         self.manager = ModelManager(config, parallel_loader(loader, Helpers(part_helpers())))
@@ -255,7 +258,9 @@ class GrpcServer:
         server = grpc.aio.server(
             interceptors=(OtherServicesLog(pb.SERVICE),),  # health and reflection calls get their lines
             options=[("grpc.max_receive_message_length", self.config.max_body_bytes),
-                     ("grpc.so_reuseport", 0)])  # a second server on the same port must fail, not share it
+                     # Shared only by the processes of one server (server/transports/grpc_processes.py):
+                     # otherwise a second server on the same port must fail, not share it.
+                     ("grpc.so_reuseport", int(self.reuse_port))])
         server.add_generic_rpc_handlers((service_handler(self.service, self.offload),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         for described in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):  # reflection describes from one pool
@@ -302,18 +307,19 @@ def _add_to_pool(file_descriptor: Any) -> None:
         pb.POOL.AddSerializedFile(file_descriptor.serialized_pb)
 
 
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then drain for up to REQUEST_TIMEOUT seconds."""
-    server = GrpcServer(config)
+async def serve(config: Config, reuse_port: bool = False, expose_metrics: bool = True) -> None:
+    """Serve until SIGTERM or SIGINT, then drain for up to REQUEST_TIMEOUT seconds. `reuse_port` and no
+    `expose_metrics`: one of several processes on one port, whose supervisor answers /metrics for all."""
+    server = GrpcServer(config, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
-    # Its own exposition: this process is not one of gunicorn's workers, whose /metrics it cannot join.
-    prometheus_client.start_http_server(config.grpc_metrics_port, addr=config.bind_host)
-    log.info("gRPC GRPCInferenceService, health and reflection on port %d, /metrics on %d", server.port,
-             config.grpc_metrics_port)
+    if expose_metrics:  # its own exposition: this process is not one of gunicorn's workers
+        prometheus_client.start_http_server(config.grpc_metrics_port, addr=config.bind_host)
+        log.info("gRPC GRPCInferenceService, health and reflection on port %d, /metrics on %d", server.port,
+                 config.grpc_metrics_port)
     await stop.wait()
     log.info("draining: up to %d s for calls in flight", config.request_timeout)
     await server.stop(config.request_timeout)
@@ -325,6 +331,10 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"grpc server: {error}")
     logs.configure(config.log_format)  # LOG_FORMAT: the request lines look as gunicorn's workers write them
+    if config.grpc_processes > 1:
+        from server.transports import grpc_processes
+
+        sys.exit(grpc_processes.supervise(config))
     tracing.setup(SERVICE_NAME)  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; before the server builds its handlers
     asyncio.run(serve(config))
 
