@@ -22,11 +22,13 @@ def server_layout(env: dict[str, str] = COMPOSE_SERVER_ENV) -> str:
     return f"{env['WEB_CONCURRENCY']} gevent workers x {env['THREADS']} compute thread(s)"
 
 
-def launch(name: str, port: int, config: str = "server/gunicorn.conf.py", **settings: str) -> Launch:
-    """Our server on 127.0.0.1:`port` serving the benchmark's model, compose's settings overridden by `settings`."""
+def launch(name: str, port: int, config: str = "server/gunicorn.conf.py", app: str = "server.wsgi:app",
+           log_name: str = "", **settings: str) -> Launch:
+    """Our server on 127.0.0.1:`port` serving the benchmark's model, compose's settings overridden by `settings`;
+    `app` another WSGI app for gunicorn (a variant of ours a part compares), logging to TMP/`log_name`.log."""
     env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2", "BIND_HOST": "127.0.0.1",
            "PORT": str(port), **settings}
-    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", config, "server.wsgi:app"], "/readyz", env=env)
+    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", config, app], "/readyz", env=env, log_name=log_name)
 
 
 def published(file: str = ONNX_FILE) -> Path:

@@ -13,12 +13,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from typing import Any
 
-from bench.common import BENCH_HOME, ROOT, TMP, write_part
+from bench.common import ROOT, TMP, write_part
 from bench.lib import bodies, sidebyside
-from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
+from bench.lib.ours import V2_INFER, launch, server_layout
 from bench.lib.processes import Launch, Running, free_port
 from bench.lib.wrk import wrk
 from bench.report import Parts, measured, render, table
@@ -37,11 +36,9 @@ def offloaded_app() -> Any:
 
 
 def _launch(name: str, port: int) -> Launch:
-    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "BIND_HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json"}
     app = "bench.parts.inline:offloaded_app()" if name == OFFLOADED else "server.wsgi:app"
-    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", app], "/readyz",
-                  env=env, log_name=f"inline-{'before' if name == OFFLOADED else 'inline'}")
+    return launch(name, port, app=app, log_name=f"inline-{'before' if name == OFFLOADED else 'inline'}",
+                  LOG_FORMAT="json")
 
 
 def measure(seconds: int, rounds: int) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 from bench.common import BENCH_HOME, ROOT, TMP, write_part
 from bench.lib import bodies, sidebyside
-from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, server_layout
+from bench.lib.ours import V2_INFER, launch, server_layout
 from bench.lib.processes import Launch, Running, free_port
 from bench.lib.wrk import wrk
 from bench.report import Parts, fragment, measured, render, table
@@ -96,15 +95,11 @@ CONNECTIONS = 16
 
 
 def _http_launch(name: str, port: int, receiver: str) -> Launch:
-    env = {**COMPOSE_SERVER_ENV, "MNIST_HOME": str(BENCH_HOME), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "BIND_HOST": "127.0.0.1", "PORT": str(port), "LOG_FORMAT": "json", "BATCHING": "false"}
-    app = "server.wsgi:app"
-    if name in (UNLOGGED, SECOND):
-        app = "bench.parts.observability:unlogged_app()"
+    settings = {"LOG_FORMAT": "json", "BATCHING": "false"}
     if name == TRACED:
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, OTEL_SERVICE_NAME="mnist-bench")
-    return Launch(name, [sys.executable, "-m", "gunicorn", "-c", "server/gunicorn.conf.py", app], "/readyz",
-                  env=env, log_name=f"observability-{HTTP_VARIANTS.index(name)}")
+        settings.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver, OTEL_SERVICE_NAME="mnist-bench")
+    app = "bench.parts.observability:unlogged_app()" if name in (UNLOGGED, SECOND) else "server.wsgi:app"
+    return launch(name, port, app=app, log_name=f"observability-{HTTP_VARIANTS.index(name)}", **settings)
 
 
 def over_http(seconds: int, rounds: int) -> dict[str, Any]:
