@@ -9,9 +9,10 @@ from bench.common import BENCH_HOME
 from bench.lib.processes import Launch
 from shared.model_store import ONNX_FILE, ModelStore
 
-# docker-compose.yml's server environment, at its defaults (which equal shared/config.py's).
+# docker-compose.yml's server environment, at its defaults: shared/config.py's, but JSON log lines
+# (tests/integration/test_bench_compose_env.py keeps the two equal).
 COMPOSE_SERVER_ENV = {"WEB_CONCURRENCY": "2", "THREADS": "1", "INFERENCE_THREADS": "1", "RELOAD_INTERVAL": "2",
-                      "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": ""}
+                      "MAX_BATCH_SIZE": "1024", "REQUEST_TIMEOUT": "30", "AUTH_TOKEN": "", "LOG_FORMAT": "json"}
 # Parts measured before they recorded their layout ran with THREADS=2, the default until then.
 EARLIER_LAYOUT = "2 gthread workers x 2 threads"
 V2_INFER = "/v2/models/mnist/infer"
