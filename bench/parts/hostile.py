@@ -495,9 +495,13 @@ class ComposeTarget:
     def __init__(self, stack: Any) -> None:
         self.stack, self.host, self.port = stack, stack.address("proxy"), 8000
         self.url = f"http://{self.host}:{self.port}"
+        # Asked once: each `docker compose ps` and `docker inspect` starts a CLI process, and the sampler asks for
+        # the workers five times a second, which took a share of the cores the stack is measured on. A container
+        # that restarts gets a new master (its old one has no workers left); Docker's RestartCount counts it.
+        self.masters = stack.masters()
 
     def workers(self) -> list[psutil.Process]:
-        return self.stack.workers()
+        return [worker for master in self.masters for worker in children(master)]
 
 
 def measure_compose(home: Path, body: Path) -> dict[str, Any]:
