@@ -96,3 +96,19 @@ def test_sigterm_reaches_every_process_and_they_drain(server: GrpcProcess) -> No
     assert server.log().count("draining: up to") == PROCESSES
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
                    for pid in children)
+
+
+def test_one_process_serves_alone_without_a_supervisor(trained_home: Path, tmp_path: Path) -> None:
+    single = GrpcProcess(trained_home, tmp_path / "single.log", GRPC_PROCESSES="1")
+    try:
+        single.wait_serving()
+        assert infer_once(single.address) == "1"
+        assert not psutil.Process(single.process.pid).children(), "GRPC_PROCESSES=1 started other processes"
+        assert any(c.status == psutil.CONN_LISTEN and c.laddr.port == single.port
+                   for c in psutil.Process(single.process.pid).connections("tcp"))
+        metrics = requests.get(f"http://127.0.0.1:{single.env['GRPC_METRICS_PORT']}/metrics", timeout=5).text
+        assert f'route="/{pb.SERVICE}/ModelInfer",status="OK"}} 1.0' in metrics
+        single.process.send_signal(signal.SIGTERM)
+        assert single.process.wait(60) == 0, single.log()
+    finally:
+        single.stop()

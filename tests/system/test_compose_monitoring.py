@@ -48,7 +48,9 @@ def test_prometheus_scrapes_every_replica_and_alerts_when_one_stops() -> None:
             return sorted(float(sample["value"][1]) for sample in data["result"]) == [1.0, 1.0]
         _until(prometheus, _query('up{job="mnist-server"}'), both_up, "both server replicas up")
         _until(prometheus, _query('up{job="mnist-grpc"}'), both_up, "both gRPC replicas up")
-        _until(prometheus, _query('count by (job) (mnist_model_served_version{job="mnist-grpc"} > 0)'),
+        # One series per process (GRPC_PROCESSES per replica, label pid): a replica serves when all its processes do.
+        _until(prometheus, _query('count by (job) (min by (job, instance) '
+                                  '(mnist_model_served_version{job="mnist-grpc"}) > 0)'),
                lambda data: [sample["value"][1] for sample in data["result"]] == ["2"], "a model in both gRPC replicas")
         _until(prometheus, _query('up{job="haproxy"} == 1'), lambda data: len(data["result"]) == 1, "HAProxy up")
         _until(prometheus, _query('mnist_requests_total{protocol="http", route="/models", status="200"}'),
