@@ -14,9 +14,10 @@ mid-upload leaves files without a marker that nobody serves (`clean_stale_stagin
 Two publishers never complete the same number: the claim is a conditional put (`If-None-Match: *`,
 refused with 412 by AWS S3, MinIO, R2, GCS when the key exists), then read back, then read back
 again just before the marker is written. Stores that ignore the condition (rclone serve s3 1.75.2
-overwrites) are covered by the read-backs; what remains is a window of milliseconds, and even then
-the server verifies every file against the marker's digests and refuses a mixed version rather
-than serving it (docs/s3.md argues this).
+overwrites) are found by putting the claim twice (the second put succeeds) and covered by the
+read-backs, the first after CLAIM_SETTLE_SECONDS; what remains is a publisher slower than that
+between its listing and its claim, and even then the server verifies every file against the
+marker's digests and refuses a mixed version rather than serving it (docs/s3.md argues this).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from shared.model_store import (
 MARKER = "COMPLETE"
 RETIRED = "RETIRED"
 CLAIMS = ".claims"
+# On a store that ignores If-None-Match, how long a claim must stand before it is read back (see `_claim`).
+CLAIM_SETTLE_SECONDS = 1.0
 MODEL_FILES = (ONNX_FILE, KERAS_FILE, METADATA_FILE)
 CHUNK = 1 << 20
 # Short network timeouts: the server syncs in its reload thread and must notice an unreachable
@@ -257,8 +260,15 @@ class S3ModelStore:
         body = json.dumps({"claim": claim_id, "host": os.uname().nodename, "pid": os.getpid(),
                            "claimed": datetime.now(UTC).isoformat(timespec="seconds")}).encode()
         while True:
-            if self._put(f"{CLAIMS}/{version}", body, exclusive=True) and self._owns(version, claim_id):
-                return version
+            key = f"{CLAIMS}/{version}"
+            if self._put(key, body, exclusive=True):
+                # The same conditional put again tells whether this store honours it (412: the claim is ours
+                # alone). One that does not lets a publisher that listed before our claim overwrite it a
+                # little later: wait for such a write to land before reading the claim back.
+                if self._put(key, body, exclusive=True):
+                    time.sleep(CLAIM_SETTLE_SECONDS)
+                if self._owns(version, claim_id):
+                    return version
             version += 1  # another publisher holds this number
 
     def publish(self, staged: Path, stamp: Callable[[Path, int], None] | None = None) -> int:

@@ -87,6 +87,22 @@ def test_concurrent_publishers_get_distinct_numbers_each_complete(s3: RcloneS3, 
         assert store.metadata(version)["version"] == version
 
 
+def test_a_claim_overwritten_soon_after_goes_to_one_publisher_only(s3: RcloneS3, monkeypatch) -> None:
+    """rclone ignores If-None-Match: a publisher that listed before another's claim overwrites it a moment later.
+    Read back at once, both claims looked owned (a CI run published 1, 2, 2, 3); after the settle, one moves on."""
+    url = s3.url("late-claim")
+    first, late = S3ModelStore(url, "mnist"), S3ModelStore(url, "mnist")
+    before_any_claim = late.listing()
+    monkeypatch.setattr(late, "listing", lambda: before_any_claim)  # it will pick the number `first` takes
+    claimed: dict[str, int] = {}
+    racing = threading.Thread(target=lambda: claimed.update(first=first._claim("first")))
+    racing.start()
+    time.sleep(0.3)  # `first` has put and (before the fix) read back its claim; well inside the settle
+    claimed["late"] = late._claim("late")
+    racing.join(30)
+    assert claimed["first"] != claimed["late"], claimed
+
+
 def test_the_store_ignores_if_none_match_so_the_claim_is_read_back(s3: RcloneS3) -> None:
     """Why the claim does not rely on the conditional put alone (docs/s3.md): this server accepts a
     second `If-None-Match: *` put of an existing key. If a later rclone refuses it, this test says so."""
