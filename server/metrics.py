@@ -95,12 +95,17 @@ def observe_request(protocol: str, method: str, route: str, status: str, started
         LATENCY.labels(protocol, route).observe(time.perf_counter() - started)
 
 
+def multiprocess_registry() -> CollectorRegistry:
+    """A registry adding up the samples every process wrote to PROMETHEUS_MULTIPROC_DIR."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for every worker (or this process only, outside gunicorn)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(multiprocess_registry()), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
 
 

@@ -104,7 +104,7 @@ class Supervisor:
                  self.config.grpc_processes, self.config.grpc_port, self.config.grpc_metrics_port)
         status = 0
         while not self.stopping.wait(POLL_SECONDS):
-            if self._replace_dead() is False:
+            if not self._replace_dead():
                 status = 1
                 break
         self._drain()
@@ -147,11 +147,11 @@ class Supervisor:
 
 def _expose_metrics(config: Config) -> None:
     """/metrics on GRPC_METRICS_PORT, adding up every process's samples."""
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import start_http_server
 
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    start_http_server(config.grpc_metrics_port, addr=config.bind_host, registry=registry)
+    from server.metrics import multiprocess_registry
+
+    start_http_server(config.grpc_metrics_port, addr=config.bind_host, registry=multiprocess_registry())
 
 
 def supervise(config: Config) -> int:
