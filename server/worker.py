@@ -11,7 +11,8 @@ worker stops accepting for YIELD_PAUSE_SECONDS after each accept, leaving the ne
 other. Keep-alive connections outlive the moment they were spread (a client's pool opened while the
 other worker was still loading its model, or had just been restarted), so a worker holding two or more
 connections more than another answers one request with `Connection: close`, at most every
-SHED_INTERVAL_SECONDS; the client opens a new connection, which goes to the worker with fewer. Never a
+SHED_INTERVAL_SECONDS, and leaves accepting to the others for a moment after that connection ends; the
+client opens a new connection, which goes to the worker with fewer. Never a
 request with bytes behind it (a pipelined request, already read or still in the socket): closing after
 the answer would drop it. Measured: bench/results.md, "Hostile clients".
 
@@ -45,6 +46,9 @@ YIELD_PAUSE_SECONDS = 0.001
 YIELD_LIMIT_SECONDS = 0.02
 # Long enough for the closed connection to be counted out and its successor accepted elsewhere.
 SHED_INTERVAL_SECONDS = 0.2
+# After a shed connection ends, its client reconnects when it next sends (at once, or after its other
+# connections had their turn): the shedding worker leaves accepts to the others for up to this long.
+SHED_YIELD_LIMIT_SECONDS = 0.1
 _PEEK_LIMIT = 64 * 1024  # a body still this far from complete is not looked past (its request is not shed)
 
 
@@ -83,7 +87,9 @@ class BalancedGeventWorker(GeventWorker):
         self._servers: list[StreamServer] = []
         self._held = 0
         self._paused_since: float | None = None
+        self._pause_limit = YIELD_LIMIT_SECONDS
         self._last_shed = -math.inf
+        self._sheds_pending = 0  # answers sent with `Connection: close` whose connection has not ended yet
         super().init_process()
 
     def run(self) -> None:
@@ -124,6 +130,7 @@ class BalancedGeventWorker(GeventWorker):
         if now - self._last_shed < SHED_INTERVAL_SECONDS:
             return False
         self._last_shed = now
+        self._sheds_pending += 1
         return True
 
     def notify(self) -> None:
@@ -133,21 +140,31 @@ class BalancedGeventWorker(GeventWorker):
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         self._held += 1
         self._publish()
-        if self._seat is not None and self._paused_since is None and self._seat.should_yield(self._held):
-            self._paused_since = time.monotonic()
-            for server in self._servers:
-                server.stop_accepting()
-            gevent.spawn_later(YIELD_PAUSE_SECONDS, self._resume)
+        self._leave_next_accept(YIELD_LIMIT_SECONDS)
         try:
             super().handle(listener, client, addr)
         finally:
             self._held -= 1
             self._publish()
+            if self._sheds_pending:
+                # The client reconnects right away; were this worker accepting, it would as likely take the
+                # successor back as the worker the shed was for (a CI run saw a 6/2 spread hold for 20 s).
+                self._sheds_pending -= 1
+                self._leave_next_accept(SHED_YIELD_LIMIT_SECONDS)
+
+    def _leave_next_accept(self, limit: float) -> None:
+        """Stop accepting for up to `limit` seconds while another live worker holds fewer connections."""
+        if self._seat is not None and self._paused_since is None and self._seat.should_yield(self._held):
+            self._paused_since = time.monotonic()
+            self._pause_limit = limit
+            for server in self._servers:
+                server.stop_accepting()
+            gevent.spawn_later(YIELD_PAUSE_SECONDS, self._resume)
 
     def _resume(self) -> None:
         assert self._seat is not None and self._paused_since is not None
         waited = time.monotonic() - self._paused_since
-        if self.alive and waited < YIELD_LIMIT_SECONDS and self._seat.should_yield(self._held):
+        if self.alive and waited < self._pause_limit and self._seat.should_yield(self._held):
             gevent.spawn_later(YIELD_PAUSE_SECONDS, self._resume)  # the other worker has not taken it yet
             return
         self._paused_since = None

@@ -33,6 +33,7 @@ class Worker:
     _seat = CrowdedSeat()
     _held = 3
     _last_shed = -math.inf
+    _sheds_pending = 0
     should_shed = BalancedGeventWorker.should_shed
 
 
