@@ -112,15 +112,19 @@ status: ## List the model versions in the volume and the one the server is servi
 
 BENCH_EPOCHS ?= 1
 
-# wrk is the load generator (Debian's package); installed here when missing so the run needs no one.
+# The load generators come from Debian's packages (wrk for HTTP; h2load, in nghttp2-client, for gRPC), installed
+# here when missing so a run needs no one.
+need = @command -v $(1) >/dev/null || apt-get install -y -qq $(2) || { apt-get update -qq && apt-get install -y -qq $(2); }
+
 bench: $(BIN)/.installed ## Training, inference and HTTP benchmarks into bench/results.md (BENCH_EPOCHS=6 BENCH_ROUNDS=3: full run)
-	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(call need,wrk,wrk)
 	$(BIN)/python -m bench.run --epochs $(BENCH_EPOCHS)
 	$(BIN)/python -m bench.headline
 
 # Not in CI: installs each peer (KServe, PyTriton, ...) from PyPI into bench/results/tmp/peers/ on its first run.
 bench-peers: $(BIN)/.installed ## Ours against KServe, PyTriton, ... on the same model and bodies, our A c16 5 times, then the model-only ceiling (after make bench; BENCH_SECONDS, BENCH_ROUNDS, BENCH_PEERS)
-	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(call need,wrk,wrk)
+	$(call need,h2load,nghttp2-client)
 	$(BIN)/python -m bench.run --only peers,stability,floor,grpc
 	$(BIN)/python -m bench.headline
 

@@ -6,10 +6,11 @@
 Cases (raw_input_contents, UINT8, what tritonclient sends by default):
     A  batch 1    at 1 and 16 concurrent streams
     C  batch 256  at 1 and 4 concurrent streams
-The load generator is grpc.aio in this process: each stream its own channel on its own TCP connection (a
-local subchannel pool; grpcio would otherwise put every channel of a process on one connection), one call
-after another, for BENCH_SECONDS after BENCH_WARMUP. It shares the machine's cores with the servers, and its
-own CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
+The load generator is h2load (bench/lib/h2load.py: C, one thread, the prepared message framed as gRPC sends
+it): each stream its own TCP connection, one call after another, for BENCH_SECONDS after BENCH_WARMUP, every
+call checked to have brought the server's answer back. It shares the machine's cores with the servers, and
+its own CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
+It replaced a grpc.aio client in this process, which took about half a core at 16 streams.
 Each of BENCH_ROUNDS rounds starts every server afresh, in an order that alternates between rounds, and
 measures beside them our HTTP server at batch 1 (wrk, native JSON /predict, the headline's case) and
 in-process ONNX Runtime at batch 256, the two figures the targets divide by. Figures are medians over rounds.
@@ -20,7 +21,6 @@ gRPC front end, 2 model instances, dynamic batching).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import statistics
@@ -34,6 +34,7 @@ import numpy as np
 import psutil
 
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, write_part
+from bench.lib import h2load
 from bench.lib.bodies import native_json, test_digits, write
 from bench.lib.ours import launch as launch_http
 from bench.lib.processes import Running, free_port
@@ -60,38 +61,6 @@ def request(images: np.ndarray) -> Any:
     message.inputs.add(name="pixels", datatype="UINT8", shape=list(images.shape))
     message.raw_input_contents.append(np.ascontiguousarray(images, np.uint8).tobytes())
     return message
-
-
-async def _stream(address: str, body: bytes, until: float, warm_until: float, latencies: list[float]) -> int:
-    # A local subchannel pool: this stream's own TCP connection, as a separate client's would be.
-    async with grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
-        call = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
-        count = 0
-        while (now := time.perf_counter()) < until:
-            await call(body, timeout=30)  # bytes in, bytes out: the client does not parse what it times
-            if now >= warm_until:
-                latencies.append(time.perf_counter() - now)
-                count += 1
-        return count
-
-
-async def _load(address: str, body: bytes, streams: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    start = time.perf_counter()
-    warm_until, until = start + WARMUP, start + WARMUP + SECONDS
-    me = psutil.Process()
-    cpu_before = me.cpu_times()
-    counts = await asyncio.gather(*(_stream(address, body, until, warm_until, latencies) for _ in range(streams)))
-    cpu = me.cpu_times()
-    elapsed = time.perf_counter() - warm_until
-    ordered = sorted(latencies)
-    if not ordered:
-        raise RuntimeError(f"no call started after the warm-up ended within {SECONDS} s: raise BENCH_SECONDS")
-    return {"calls_per_s": round(sum(counts) / elapsed, 1),
-            "p50_ms": round(ordered[len(ordered) // 2] * 1000, 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
-            "client_cpu_share": round((cpu.user + cpu.system - cpu_before.user - cpu_before.system)
-                                      / (time.perf_counter() - start), 2)}
 
 
 def wait_ready(address: str, process: subprocess.Popen) -> None:
@@ -125,22 +94,25 @@ def servers(home: Path) -> dict[str, tuple[list[str], dict[str, str]]]:
     }
 
 
-def check_answer(address: str, images: np.ndarray, expected: np.ndarray) -> None:
-    """Every server must answer the digits right (the same model) before anything is timed."""
+def check_answer(address: str, images: np.ndarray, expected: np.ndarray) -> int:
+    """Every server must answer the digits right (the same model) before anything is timed; the answer's size
+    in bytes, which h2load then counts once per call (bench/lib/h2load.py)."""
     with grpc.insecure_channel(address) as channel:
         infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer",
                                     request_serializer=pb.ModelInferRequest.SerializeToString,
-                                    response_deserializer=pb.ModelInferResponse.FromString)
-        answer = infer(request(images), timeout=30)
+                                    response_deserializer=None)
+        raw_answer = infer(request(images), timeout=30)
+    answer = pb.ModelInferResponse.FromString(raw_answer)
     names = [output.name for output in answer.outputs]
     at = names.index("probabilities")
     raw = answer.raw_output_contents
     values = np.frombuffer(raw[at], "<f4") if raw else np.array(answer.outputs[at].contents.fp32_contents, np.float32)
     agree = (values.reshape(len(images), 10).argmax(axis=1) == expected[:len(images)]).mean()
     assert agree >= 0.8, (names, agree)  # a trained model: a wrong input layout would score about 0.1
+    return len(raw_answer)
 
 
-def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int, bytes], digits: np.ndarray,
+def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int, Path], digits: np.ndarray,
                labels: np.ndarray) -> dict[str, Any]:
     port = free_port()
     env = {**os.environ, **env, "GRPC_PORT": str(port), "PEER_GRPC_PORT": str(port),
@@ -150,11 +122,12 @@ def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int
     address = f"127.0.0.1:{port}"
     try:
         wait_ready(address, process)
-        check_answer(address, digits[:1], labels)
-        check_answer(address, digits, labels)
+        answer_bytes = {size: check_answer(address, digits[:size], labels) for size in bodies}
         found = {}
         for case, size, streams in CASES:
-            found[case] = {**asyncio.run(_load(address, bodies[size], streams)), "load_after": load_average()}
+            figures = h2load.load(f"http://{address}/{pb.SERVICE}/ModelInfer", bodies[size], answer_bytes[size],
+                                  streams, SECONDS, WARMUP)
+            found[case] = {**figures, "load_after": load_average()}
             print(f"bench: grpc {name:8} {case:6} {found[case]}", flush=True)
         return found
     finally:
@@ -207,7 +180,10 @@ def main() -> dict[str, Any]:
     home = Path(os.environ.get("BENCH_GRPC_HOME", BENCH_HOME))
     with np.load(bench_mnist()[0]) as mnist:
         digits, labels = mnist["x_test"][:256], mnist["y_test"][:256]
-    bodies = {1: request(digits[:1]).SerializeToString(), 256: request(digits).SerializeToString()}
+    bodies = {}
+    for size in (1, 256):
+        bodies[size] = TMP / f"grpc-batch{size}.bin"
+        bodies[size].write_bytes(h2load.frame(request(digits[:size]).SerializeToString()))
     launched = servers(home)
     rounds, http, ort = [], [], []
     for number in range(ROUNDS):
