@@ -156,7 +156,6 @@ def _expose_metrics(config: Config) -> None:
 
 def supervise(config: Config) -> int:
     """Run GRPC_PROCESSES processes on GRPC_PORT until SIGTERM or SIGINT; the exit status."""
-    check_port_free(config.bind_host, config.grpc_port)
     folder, own = metrics_dir.prepare("mnist-grpc-metrics-")  # before any process imports prometheus_client
     try:
         return Supervisor(config).run()

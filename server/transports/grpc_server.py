@@ -59,6 +59,7 @@ from server.model_manager import Loader, ModelManager
 from server.parallel_model import Helpers, cpus, parallel_loader
 from server.protocols import v2, v2_grpc
 from server.protocols import v2_grpc_messages as pb
+from server.transports import grpc_processes
 from server.transports.grpc_log import OtherServicesLog, call_id, metadata, write_line
 from shared import logs
 from shared.config import Config, ConfigError
@@ -331,9 +332,10 @@ def main() -> None:
     except ConfigError as error:
         sys.exit(f"grpc server: {error}")
     logs.configure(config.log_format)  # LOG_FORMAT: the request lines look as gunicorn's workers write them
+    # Before loading anything: a clear message, not grpcio's "Failed to bind" traceback (one process) or a
+    # silently shared port (several, on SO_REUSEPORT).
+    grpc_processes.check_port_free(config.bind_host, config.grpc_port)
     if config.grpc_processes > 1:
-        from server.transports import grpc_processes
-
         sys.exit(grpc_processes.supervise(config))
     tracing.setup(SERVICE_NAME)  # only with OTEL_EXPORTER_OTLP_*ENDPOINT; before the server builds its handlers
     asyncio.run(serve(config))

@@ -70,11 +70,14 @@ def test_every_process_listens_and_one_metrics_port_counts_them_all(server: Grpc
     assert answered_by <= {str(pid) for pid in serving_children(server)}, answered_by
 
 
-def test_a_second_server_on_the_taken_port_refuses_to_start(server: GrpcProcess, tmp_path: Path) -> None:
-    clash = GrpcProcess(Path(server.env["MNIST_HOME"]), tmp_path / "clash.log", GRPC_PROCESSES=str(PROCESSES),
+@pytest.mark.parametrize("processes", [PROCESSES, 1])
+def test_a_second_server_on_the_taken_port_refuses_to_start(server: GrpcProcess, tmp_path: Path,
+                                                             processes: int) -> None:
+    clash = GrpcProcess(Path(server.env["MNIST_HOME"]), tmp_path / "clash.log", GRPC_PROCESSES=str(processes),
                         GRPC_PORT=str(server.port))
     assert clash.process.wait(60) == 1, clash.log()
     assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use" in clash.log()
+    assert "Traceback" not in clash.log()
     clash.stop()
     assert infer_once(server.address) == "1"  # the first server still answers
 
