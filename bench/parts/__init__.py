@@ -15,6 +15,9 @@ from typing import Any
 
 from bench.report import Parts
 
+# The Debian package of a program a part needs, where the names differ.
+PACKAGES = {"h2load": "nghttp2-client"}
+
 
 @dataclass(frozen=True)
 class Part:
@@ -34,7 +37,8 @@ class Part:
 
         missing = [program for program in self.needs if not shutil.which(program)]
         if missing:
-            print(f"bench: {', '.join(missing)} not found (apt-get install {' '.join(missing)}); {self.name} skipped",
+            packages = " ".join(PACKAGES.get(program, program) for program in missing)
+            print(f"bench: {', '.join(missing)} not found (apt-get install {packages}); {self.name} skipped",
                   flush=True)
             return
         run_json(["-m", self.module, *(arg.format(epochs=epochs) for arg in self.args)])
@@ -67,7 +71,7 @@ PARTS = (
     Part("recipes", f"{PY} bench.run --only recipes   # optional, about 30 minutes; BENCH_RECIPE_SEEDS=1,2,3"
                     " BENCH_RECIPE_BEFORE=<revision>"),
     Part("grpc", f"{PY} bench.run --only grpc   # part of make bench-peers; BENCH_SECONDS=5 BENCH_ROUNDS=2",
-         needs=("wrk",)),
+         needs=("wrk", "h2load")),
     Part("observability", f"{PY} bench.run --only observability   # request log and tracing cost"),
     Part("inline", f"{PY} bench.run --only inline   # small model runs on the loop; BENCH_SECONDS=5 BENCH_ROUNDS=4",
          needs=("wrk",)),

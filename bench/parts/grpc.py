@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,14 @@ import grpc
 import numpy as np
 import psutil
 
+from bench import empty_servers
 from bench.common import BENCH_HOME, ROOT, TMP, bench_mnist, load_average, write_part
 from bench.lib import h2load
 from bench.lib.bodies import native_json, test_digits, write
 from bench.lib.ours import launch as launch_http
-from bench.lib.processes import Running, free_port
+from bench.lib.processes import Launch, Running, free_port
+from bench.lib.wrk import Body, wrk
 from bench.lib.wrk import figures as wrk_figures
-from bench.lib.wrk import wrk
 from bench.report import Parts, measured, render, table
 from server.protocols import v2_grpc_messages as pb
 
@@ -138,9 +140,8 @@ def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int
         log.close()
 
 
-def ours_http(home: Path) -> dict[str, Any]:
+def ours_http(home: Path, body: Body) -> dict[str, Any]:
     """Our gunicorn server (compose's layout) at batch 1, native JSON on /predict, as the headline measures it."""
-    body = write(TMP / "grpc-http-batch1.json", native_json(test_digits(1)), "application/json")
     port = free_port()
     running = Running(launch_http("ours-http", port, MNIST_HOME=str(home)), port)
     try:
@@ -152,6 +153,51 @@ def ours_http(home: Path) -> dict[str, Any]:
         return found
     finally:
         running.stop()
+
+
+def _wait_answering(address: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    with grpc.insecure_channel(address) as channel:
+        infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"server exited with {process.returncode}"
+            try:
+                infer(b"", timeout=2)
+                return
+            except grpc.RpcError:
+                time.sleep(0.1)
+    raise TimeoutError(f"{address} not answering in {READY_TIMEOUT} s")
+
+
+def floors(grpc_body: Path, http_body: Body) -> dict[str, float]:
+    """Calls/s of the empty servers (bench/empty_servers.py), one process each: grpc.aio under h2load and
+    gunicorn's gevent worker under wrk, with the bodies ours get, at 1 and 16 connections."""
+    found = {}
+    port = free_port()
+    log = open(TMP / "grpc-empty.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen([sys.executable, "-m", "bench.empty_servers", str(port)], cwd=ROOT, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_answering(f"127.0.0.1:{port}", process)
+        for streams in HTTP_CONNECTIONS:
+            found[f"grpc c{streams}"] = h2load.load(f"http://127.0.0.1:{port}/{pb.SERVICE}/ModelInfer", grpc_body,
+                                                    len(empty_servers.ANSWER), streams, SECONDS, WARMUP)["calls_per_s"]
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+    port = free_port()
+    command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}",
+               "bench.empty_servers:app"]
+    running = Running(Launch("empty-http", command, "/readyz"), port)
+    try:
+        for streams in HTTP_CONNECTIONS:
+            raw = wrk(running.url + "/predict", http_body, streams, int(SECONDS))
+            found[f"http c{streams}"] = wrk_figures(raw, 1)["requests_per_second"]
+    finally:
+        running.stop()
+    print(f"bench: grpc empty servers {found}", flush=True)
+    return found
 
 
 def in_process(home: Path) -> float:
@@ -184,23 +230,26 @@ def main() -> dict[str, Any]:
     for size in (1, 256):
         bodies[size] = TMP / f"grpc-batch{size}.bin"
         bodies[size].write_bytes(h2load.frame(request(digits[:size]).SerializeToString()))
+    http_body = write(TMP / "grpc-http-batch1.json", native_json(test_digits(1)), "application/json")
     launched = servers(home)
-    rounds, http, ort = [], [], []
+    rounds, http, ort, empty = [], [], [], []
     for number in range(ROUNDS):
         order = list(launched) if number % 2 == 0 else list(reversed(launched))  # alternate who goes first
         found: dict[str, Any] = {}
         ort.append(in_process(home))
         for name in order:
             found[name] = run_server(name, *launched[name], bodies, digits, labels)
-        http.append(ours_http(home))
+        http.append(ours_http(home, http_body))
+        empty.append(floors(bodies[1], http_body))
         rounds.append(found)
     out = {"seconds": SECONDS, "warmup": WARMUP, "rounds": ROUNDS, "cpus": os.cpu_count(), "load": os.getloadavg(),
            "ours": OURS_ENV, "peers": PEERS, "servers": medians(rounds),
            "calls_per_s_rounds": {name: {case: [one[name][case]["calls_per_s"] for one in rounds]
                                          for case in rounds[0][name]} for name in rounds[0]},
-           "http_batch1": {key: {figure: statistics.median(one[key][figure] for one in http)
+           "http_batch1": {key: {figure: round(statistics.median(one[key][figure] for one in http), 2)
                                  for figure in ("requests_per_second", "p99_ms")} for key in http[0]},
-           "in_process_images_per_s": statistics.median(ort), "in_process_rounds": ort}
+           "in_process_images_per_s": statistics.median(ort), "in_process_rounds": ort,
+           "empty_servers": {key: statistics.median(one[key] for one in empty) for key in empty[0]}}
     write_part("grpc", out)
     return out
 
@@ -218,7 +267,7 @@ def targets(figures: dict[str, Any]) -> list[list[Any]]:
         rows.append([f"{case} calls/s vs best peer ({best})", ours["calls_per_s"], peer["calls_per_s"],
                      f"{ratio:.2f}x; {tail}", ">= 1.1x, p99 no higher", "met" if met else "not met"])
     for case, connections in (("A c1", "c1"), ("A c16", "c16")):
-        http = figures["http_batch1"][connections]["requests_per_second"]
+        http = round(figures["http_batch1"][connections]["requests_per_second"], 2)
         ratio = servers["ours"][case]["calls_per_s"] / http
         rows.append([f"{case} gRPC vs our HTTP batch 1 {connections}", servers["ours"][case]["calls_per_s"], http,
                      f"{ratio:.2f}x", ">= 1.3x", "met" if ratio >= 1.3 else "not met"])
@@ -237,6 +286,13 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
              servers[name][case]["p50_ms"], servers[name][case]["p99_ms"], servers[name][case]["client_cpu_share"],
              ", ".join(str(value) for value in figures["calls_per_s_rounds"][name][case])]
             for case, size, _ in CASES for name in servers]
+    empty, http = figures["empty_servers"], figures["http_batch1"]
+    floor_rows = []
+    for case, n in (("A c1", 1), ("A c16", 16)):
+        grpc_empty, http_empty = empty[f"grpc c{n}"], empty[f"http c{n}"]
+        grpc_ours, http_ours = servers["ours"][case]["calls_per_s"], round(http[f"c{n}"]["requests_per_second"], 2)
+        floor_rows.append([f"c{n}", grpc_empty, http_empty, f"{grpc_empty / http_empty:.2f}", grpc_ours, http_ours,
+                           f"{grpc_ours / http_ours:.2f}"])
     load = ", ".join(f"{value:.1f}" for value in figures["load"])
     return render("grpc", measured=measured(figures), seconds=figures["seconds"], warmup=figures["warmup"],
                   rounds=figures["rounds"], cpus=figures["cpus"], load=load,
@@ -244,7 +300,10 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
                   peers="; ".join(f"{name}: {what}" for name, what in figures["peers"].items()),
                   table=table(["case", "server", "calls/s", "images/s", "p50 ms", "p99 ms", "client CPU share",
                                "calls/s each round"], rows),
-                  targets=table(["target", "ours", "against", "ratio", "target", "met?"], targets(figures)))
+                  targets=table(["target", "ours", "against", "ratio", "target", "met?"], targets(figures)),
+                  floors=table(["connections", "grpc.aio empty, calls/s", "gunicorn gevent empty, req/s",
+                                "gRPC / HTTP, empty", "ours gRPC batch 1", "ours HTTP batch 1", "gRPC / HTTP, ours"],
+                               floor_rows))
 
 
 if __name__ == "__main__":
