@@ -21,12 +21,14 @@ gRPC front end, 2 model instances, dynamic batching).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +116,9 @@ def check_answer(address: str, images: np.ndarray, expected: np.ndarray) -> int:
     return len(raw_answer)
 
 
-def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int, Path], digits: np.ndarray,
-               labels: np.ndarray) -> dict[str, Any]:
+@contextlib.contextmanager
+def started(name: str, argv: list[str], env: dict[str, str]) -> Iterator[str]:
+    """A gRPC server on a free port, logging to TMP/grpc-`name`.log, until the block ends: its address, once ready."""
     port = free_port()
     env = {**os.environ, **env, "GRPC_PORT": str(port), "PEER_GRPC_PORT": str(port),
            "GRPC_METRICS_PORT": str(free_port())}
@@ -124,6 +127,18 @@ def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int
     address = f"127.0.0.1:{port}"
     try:
         wait_ready(address, process)
+        yield address
+    finally:
+        for child in psutil.Process(process.pid).children(recursive=True):  # kserve and Triton have children
+            child.terminate()
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int, Path], digits: np.ndarray,
+               labels: np.ndarray) -> dict[str, Any]:
+    with started(name, argv, env) as address:
         answer_bytes = {size: check_answer(address, digits[:size], labels) for size in bodies}
         found = {}
         for case, size, streams in CASES:
@@ -132,12 +147,6 @@ def run_server(name: str, argv: list[str], env: dict[str, str], bodies: dict[int
             found[case] = {**figures, "load_after": load_average()}
             print(f"bench: grpc {name:8} {case:6} {found[case]}", flush=True)
         return found
-    finally:
-        for child in psutil.Process(process.pid).children(recursive=True):  # kserve and Triton have children
-            child.terminate()
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 def ours_http(home: Path, body: Body) -> dict[str, Any]:
@@ -155,37 +164,14 @@ def ours_http(home: Path, body: Body) -> dict[str, Any]:
         running.stop()
 
 
-def _wait_answering(address: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    with grpc.insecure_channel(address) as channel:
-        infer = channel.unary_unary(f"/{pb.SERVICE}/ModelInfer", request_serializer=None, response_deserializer=None)
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"server exited with {process.returncode}"
-            try:
-                infer(b"", timeout=2)
-                return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise TimeoutError(f"{address} not answering in {READY_TIMEOUT} s")
-
-
 def floors(grpc_body: Path, http_body: Body) -> dict[str, float]:
     """Calls/s of the empty servers (bench/empty_servers.py), one process each: grpc.aio under h2load and
     gunicorn's gevent worker under wrk, with the bodies ours get, at 1 and 16 connections."""
     found = {}
-    port = free_port()
-    log = open(TMP / "grpc-empty.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "bench.empty_servers", str(port)], cwd=ROOT, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        _wait_answering(f"127.0.0.1:{port}", process)
+    with started("empty", [sys.executable, "-m", "bench.empty_servers"], {}) as address:
         for streams in HTTP_CONNECTIONS:
-            found[f"grpc c{streams}"] = h2load.load(f"http://127.0.0.1:{port}/{pb.SERVICE}/ModelInfer", grpc_body,
+            found[f"grpc c{streams}"] = h2load.load(f"http://{address}/{pb.SERVICE}/ModelInfer", grpc_body,
                                                     len(empty_servers.ANSWER), streams, SECONDS, WARMUP)["calls_per_s"]
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
     port = free_port()
     command = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}",
                "bench.empty_servers:app"]

@@ -19,3 +19,8 @@ def test_the_wsgi_floor_reads_the_body_and_answers_json() -> None:
 def test_the_grpc_floor_answers_a_model_infer_response_whatever_it_is_sent() -> None:
     answer = asyncio.run(empty_servers._answer(b"\x00garbage", None))
     assert pb.ModelInferResponse.FromString(answer).model_name == "mnist"
+
+
+def test_the_grpc_floor_is_ready_as_the_benchmark_asks_every_server() -> None:
+    answer = asyncio.run(empty_servers._ready(b"", None))
+    assert pb.ModelReadyResponse.FromString(answer).ready
