@@ -62,11 +62,11 @@ def channel(server: GrpcServer) -> Iterator[grpc.Channel]:
         yield opened
 
 
-def call(channel: grpc.Channel, method: str, request: Any, token: str | None = TOKEN) -> Any:
+def call(channel: grpc.Channel, method: str, request: Any, token: str | None = TOKEN, timeout: float = 10) -> Any:
     response_type = pb.METHODS[method][1]
     stub = channel.unary_unary(f"/{pb.SERVICE}/{method}", request_serializer=type(request).SerializeToString,
                                response_deserializer=response_type.FromString)
-    return stub(request, timeout=10, metadata=[("authorization", f"Bearer {token}")] if token else None)
+    return stub(request, timeout=timeout, metadata=[("authorization", f"Bearer {token}")] if token else None)
 
 
 def expect_error(channel: grpc.Channel, request: Any, code: grpc.StatusCode, *fragments: str,
@@ -312,8 +312,10 @@ def test_stop_refuses_new_calls_and_lets_the_call_in_flight_finish(standin_home,
         stopping = asyncio.run_coroutine_threadsafe(grpc_server.stop(grace=30), loop.loop)
 
         def refused() -> bool:
+            # A call that reaches grpcio just as it shuts down may be CANCELLED, or wait until its deadline (a CI
+            # run saw no refusal in 10 s with 10 s probes): a short deadline lets the next probe ask again.
             try:
-                call(channel, "ServerLive", pb.ServerLiveRequest())
+                call(channel, "ServerLive", pb.ServerLiveRequest(), timeout=1)
             except grpc.RpcError as error:
                 return error.code() == grpc.StatusCode.UNAVAILABLE
             return False
