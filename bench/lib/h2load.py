@@ -3,7 +3,7 @@
 A gRPC unary call is an HTTP/2 POST of one length-prefixed message (`frame`) with `content-type:
 application/grpc`; h2load sends the same prepared body over and over on `streams` connections, one call
 at a time on each (`-m 1`), from one thread that leaves the cores to the server under test (the grpc.aio
-client it replaces took about half a core at 16 streams: bench/results.md, "gRPC").
+client it replaces took several times its CPU: docs/grpc.md, "Benchmark").
 
 h2load checks the HTTP status, not gRPC's status, which travels in the trailers: a failed call is a 200
 with trailers only. So every call must bring back the one answer the server gives this body (`answer_bytes`,

@@ -10,7 +10,7 @@ The load generator is h2load (bench/lib/h2load.py: C, one thread, the prepared m
 it): each stream its own TCP connection, one call after another, for BENCH_SECONDS after BENCH_WARMUP, every
 call checked to have brought the server's answer back. It shares the machine's cores with the servers, and
 its own CPU share is reported beside each case (a client near 100 % of a core is the limit, not the server).
-It replaced a grpc.aio client in this process, which took about half a core at 16 streams.
+It replaced a grpc.aio client in this process, which took several times its CPU (docs/grpc.md, "Benchmark").
 Each of BENCH_ROUNDS rounds starts every server afresh, in an order that alternates between rounds, and
 measures beside them our HTTP server at batch 1 (wrk, native JSON /predict, the headline's case) and
 in-process ONNX Runtime at batch 256, the two figures the targets divide by. Figures are medians over rounds.
