@@ -39,6 +39,23 @@ def attach(threads: int) -> None:
     _loop_thread = _native_ident()
 
 
+def on_loop() -> bool:
+    """Whether this code runs on an attached worker's event loop (not on a compute thread, not unattached)."""
+    return _native_ident is not None and _native_ident() == _loop_thread
+
+
+def take_turn() -> None:
+    """On the loop, before computing there: wait until the loop has served every other ready connection.
+
+    A request computed on the loop never waits for I/O, and a keep-alive client's next request is often read
+    before the answer's greenlet would block: it could keep the loop for one connection while the others wait
+    (the hand-off to a compute thread gave them their turn). Off the loop, it returns at once."""
+    if on_loop():
+        import gevent
+
+        gevent.idle()
+
+
 def offload(call: Callable[..., T], *args: Any) -> T:
     """`call(*args)` on a compute thread when called on the loop, else right here; its exception is raised here."""
     return _run(_pool, call, args)
@@ -50,7 +67,7 @@ def offload_load(call: Callable[..., T], *args: Any) -> T:
 
 
 def _run(pool: Any, call: Callable[..., T], args: tuple[Any, ...]) -> T:
-    if pool is None or _native_ident is None or _native_ident() != _loop_thread:
+    if pool is None or not on_loop():
         return call(*args)
     # Caught on the thread and raised here: gevent's pool would print every exception's traceback (a 400
     # for a bad image is not an error of the server's).

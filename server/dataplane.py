@@ -32,7 +32,7 @@ from shared.preprocess import scale_pixels
 
 # A model call of this many images or fewer runs on the worker's loop: it takes about as much CPU as handing it
 # to a compute thread and back, which would only add its cost and latency (bench/results.md, "Inline model
-# runs"). Bigger batches go to a compute thread (server/compute.py), so the loop keeps reading connections.
+# runs and decoding"). Bigger batches go to a compute thread (server/compute.py), so the loop keeps reading connections.
 INLINE_IMAGES = 8
 
 

@@ -28,18 +28,21 @@ from typing import Any, Protocol
 
 from werkzeug.wsgi import get_content_length
 
-from server import metrics, request_log, tracing
+from server import compute, metrics, request_log, tracing
 from server.auth import check_token
 from server.body import BodyReader
-from server.compute import offload
 from server.errors import ApiError
 from server.http_errors import INTERNAL_ERROR
 from server.protocols import native, tfserving, v2
-from server.protocols.common import Encoded, InferRequest, InferResult, error_answer
+from server.protocols.common import Encoded, ImageFound, InferRequest, InferResult, error_answer, refusing_images
 from server.services import Services
 from shared.config import MODEL_NAME
 
 log = logging.getLogger(__name__)
+# A body this small is decoded on the worker's loop: parsing it costs less than handing it to a compute thread
+# and back (bench/results.md, "Inline model runs and decoding"), and whatever it holds, its parse is bounded by
+# its size, about as long as an inline model run; an image in it is still decoded on a compute thread (`decode`).
+INLINE_BODY_BYTES = 16 * 1024
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -80,6 +83,19 @@ class V2Codec:
 
 
 CODECS: dict[str, Codec] = {"native": NativeCodec(), "tfserving": TfServingCodec(), "v2": V2Codec()}
+
+
+def decode(codec: Codec, body: bytes, headers: WsgiHeaders, version: int | None,
+           max_batch_size: int) -> InferRequest:
+    """`codec.decode` on the loop for a small body without images, else on a compute thread (server/compute.py)."""
+    if len(body) <= INLINE_BODY_BYTES and compute.on_loop():
+        compute.take_turn()
+        try:
+            with refusing_images():
+                return codec.decode(body, headers, version, max_batch_size)
+        except ImageFound:
+            pass  # its images are decoded on a compute thread, the body parsed again there (it is small)
+    return compute.offload(codec.decode, body, headers, version, max_batch_size)
 
 
 @dataclass(frozen=True)
@@ -190,7 +206,7 @@ class Pipeline:
     def _infer(self, environ: dict[str, Any], route: InferRoute, version: int | None, data: bytes) -> Encoded:
         plane, codec = self.found.plane, CODECS[route.codec]
         with tracing.span("decode", protocol=route.codec):
-            decoded = offload(codec.decode, data, WsgiHeaders(environ), version, plane.max_batch_size)
+            decoded = decode(codec, data, WsgiHeaders(environ), version, plane.max_batch_size)
         result = plane.infer(decoded)
         request_log.note(environ, model_version=result.version, images=len(result.probabilities))
         with tracing.span("encode", protocol=route.codec):

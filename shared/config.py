@@ -244,8 +244,8 @@ class Config:
                                       "TCP port of the gRPC server's Prometheus /metrics (plain HTTP).")
     workers: int = _setting("WEB_CONCURRENCY", "2", _positive_int, "server", "gunicorn worker processes.")
     threads: int = _setting("THREADS", "1", _positive_int, "server",
-                           "Compute threads per gunicorn worker (decode, model runs over 8 images); connections"
-                           " are read on the worker's event loop.")
+                           "Compute threads per gunicorn worker (images, bodies over 16 KiB, model runs over 8 images);"
+                           " connections are read on the worker's event loop.")
     request_timeout: int = _setting("REQUEST_TIMEOUT", "30", _positive_int, "server",
                                     "Seconds a worker's event loop may go without a heartbeat before gunicorn restarts"
                                     " it; also the drain on SIGTERM.")

@@ -1,6 +1,7 @@
-"""Small model runs on the worker's loop (server.dataplane.INLINE_IMAGES) against every model run handed to a
-compute thread (INLINE_IMAGES = 0, what the server did before): batch-1 v2 JSON with wrk at 1 and 16
-connections, both servers up at once, rounds rotating their order (bench.lib.sidebyside).
+"""Work on the worker's loop, step by step: every model run and decode handed to a compute thread; small model
+runs on the loop (server.dataplane.INLINE_IMAGES); and small bodies decoded there too (server.pipeline.
+INLINE_BODY_BYTES, the server as it is): batch-1 v2 JSON with wrk at 1 and 16 connections, the three servers up
+at once, rounds rotating their order (bench.lib.sidebyside).
 
     python -m bench.parts.inline [--seconds 5] [--rounds 4]
 
@@ -22,33 +23,69 @@ from bench.lib.processes import Launch, Running, free_port
 from bench.lib.wrk import wrk
 from bench.report import Parts, measured, render, table
 
-OFFLOADED, INLINE = "every model run on a compute thread (before)", "up to INLINE_IMAGES images on the loop"
+OFFLOADED = "every model run and decode on a compute thread (before)"
+MODEL_INLINE = "model runs of up to INLINE_IMAGES images on the loop"
+DECODE_UNFAIR = "and small bodies decoded there, without waiting for the loop's other connections"
+DECODE_INLINE = "and bodies of up to INLINE_BODY_BYTES decoded there (now)"
 CONNECTIONS = (1, 16)
 
 
+def _decode_offloaded() -> None:
+    from server import compute, pipeline
+
+    def decode(codec: Any, body: bytes, headers: Any, version: int | None, max_batch_size: int) -> Any:
+        return compute.offload(codec.decode, body, headers, version, max_batch_size)
+
+    pipeline.decode = decode
+
+
 def offloaded_app() -> Any:
-    """gunicorn's app with INLINE_IMAGES = 0 (`bench.parts.inline:offloaded_app()`): the same code otherwise."""
+    """gunicorn's app with INLINE_IMAGES = 0 and every decode offloaded (`bench.parts.inline:offloaded_app()`)."""
     from server import dataplane
     from server.app import create_app
 
     dataplane.INLINE_IMAGES = 0
+    _decode_offloaded()
     return create_app()
 
 
+def model_inline_app() -> Any:
+    """gunicorn's app with every decode offloaded (`bench.parts.inline:model_inline_app()`)."""
+    from server.app import create_app
+
+    _decode_offloaded()
+    return create_app()
+
+
+def unfair_app() -> Any:
+    """gunicorn's app decoding on the loop without `compute.take_turn` (`bench.parts.inline:unfair_app()`)."""
+    from server import compute
+    from server.app import create_app
+
+    compute.take_turn = lambda: None
+    return create_app()
+
+
+APPS = {OFFLOADED: ("bench.parts.inline:offloaded_app()", "before"),
+        MODEL_INLINE: ("bench.parts.inline:model_inline_app()", "model"),
+        DECODE_UNFAIR: ("bench.parts.inline:unfair_app()", "unfair"),
+        DECODE_INLINE: ("server.wsgi:app", "now")}
+
+
 def _launch(name: str, port: int) -> Launch:
-    app = "bench.parts.inline:offloaded_app()" if name == OFFLOADED else "server.wsgi:app"
-    return launch(name, port, app=app, log_name=f"inline-{'before' if name == OFFLOADED else 'inline'}",
-                  LOG_FORMAT="json")
+    app, log = APPS[name]
+    return launch(name, port, app=app, log_name=f"inline-{log}", LOG_FORMAT="json")
 
 
 def measure(seconds: int, rounds: int) -> dict[str, Any]:
     from server.dataplane import INLINE_IMAGES
+    from server.pipeline import INLINE_BODY_BYTES
 
     body = bodies.write(TMP / "bodies" / "inline-v2-1.json", bodies.v2_json(bodies.test_digits(1)), "application/json")
     servers: dict[str, Running] = {}
     cases: dict[str, Any] = {}
     try:
-        for name in (OFFLOADED, INLINE):
+        for name in APPS:
             port = free_port()
             servers[name] = Running(_launch(name, port), port)
         for running in servers.values():
@@ -60,7 +97,8 @@ def measure(seconds: int, rounds: int) -> dict[str, Any]:
     finally:
         for running in servers.values():
             running.stop()
-    return {"cases": cases, "inline_images": INLINE_IMAGES, "seconds": seconds, "rounds": rounds,
+    return {"cases": cases, "inline_images": INLINE_IMAGES, "inline_body_bytes": INLINE_BODY_BYTES,
+            "seconds": seconds, "rounds": rounds,
             "layout": server_layout()}
 
 
@@ -86,6 +124,7 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
                          variant["cpu_us_per_request"], variant["errors"]])
     loads = "; ".join(", ".join(value["load_average"]) for value in figures["cases"].values())
     return render("inline", measured=measured(figures), inline_images=figures["inline_images"],
+                  inline_body_bytes=figures.get("inline_body_bytes", "-"),
                   seconds=figures["seconds"], rounds=figures["rounds"], layout=figures["layout"], load=loads,
                   table=table(["connections", "variant", "requests/s", "vs before (each round)", "p50 ms", "p99 ms",
                                "server CPU us/request", "errors"], rows))

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -193,10 +195,32 @@ def one_image(array: np.ndarray, what: str) -> np.ndarray:
     return array.reshape(IMAGE_SHAPE).astype(np.float32)
 
 
+class ImageFound(Exception):  # a signal to the caller, not an error of the request
+    """An image to decode inside `refusing_images()`: the caller decodes the request again where images may be."""
+
+
+_REFUSING_IMAGES = contextvars.ContextVar("refusing_images", default=False)
+
+
+@contextmanager
+def refusing_images() -> Iterator[None]:
+    """Decode where only work bounded by the body's size may run: an image raises ImageFound instead.
+
+    Every image of every format is decoded by `image_bytes`, and only an image costs more than its bytes on the
+    wire (a few hundred bytes may declare millions of pixels), so this one check bounds a decode by its body."""
+    token = _REFUSING_IMAGES.set(True)
+    try:
+        yield
+    finally:
+        _REFUSING_IMAGES.reset(token)
+
+
 def image_bytes(data: bytes, what: str, budget: DecodeBudget | None = None) -> np.ndarray:
     """PNG/JPEG/... bytes -> (28, 28) float32 through the documented MNIST-style preprocessing.
 
     `budget`: the request's decoded-bytes budget, shared by all its images (one DecodeBudget per request)."""
+    if _REFUSING_IMAGES.get():
+        raise ImageFound(what)
     try:
         return image_to_mnist(data, budget).astype(np.float32)
     except ImageError as error:
