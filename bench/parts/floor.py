@@ -11,7 +11,12 @@ Two measurements, both with 1 intra-op thread and batches in slices of RUN_SLICE
   A server answering batch-256 requests with that many workers cannot exceed it; the report
   sets each server's case C figures against it. The same for one image per call: what a server
   that runs each batch-1 request on its own (case A) cannot exceed; one that batches concurrent
-  requests can.
+  requests can;
+- the stack's own floor for case A (batch-1 v2 JSON, wrk at 1 and 16 connections, both servers up at once,
+  rounds rotating their order): our server as compose runs it with its model call answered at once
+  (`free_model_app`: everything else, from the socket to the codecs, as served), and gunicorn with the same
+  settings serving an app that answers at once (bench/empty_servers.py). Case A with the model cannot exceed
+  the first; the peers' A figures are set against it.
 
     python -m bench.parts.floor   # writes bench/results/tmp/floor.json; optional part `floor` of bench.run
 """
@@ -31,9 +36,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, load_average, write_part
+from bench.common import ROOT, TMP, load_average, write_part
+from bench.lib import bodies, sidebyside
 from bench.lib.bodies import test_digits
-from bench.lib.ours import COMPOSE_SERVER_ENV, published
+from bench.lib.ours import COMPOSE_SERVER_ENV, V2_INFER, launch, published
+from bench.lib.processes import Running, free_port
+from bench.lib.wrk import wrk
 from bench.report import Parts, fragment, measured, render, table
 from server.backends import RUN_SLICE, OnnxModel
 
@@ -43,6 +51,9 @@ SECONDS = float(os.environ.get("BENCH_FLOOR_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 WORKERS = int(COMPOSE_SERVER_ENV["WEB_CONCURRENCY"])
 START_DELAY_SECONDS = 3.0  # children load their session, then start together at one wall-clock instant
+FREE_MODEL, EMPTY_APP = "ours, model call answered at once", "gunicorn, an app that answers at once"
+STACK_APPS = {FREE_MODEL: "bench.parts.floor:free_model_app()", EMPTY_APP: "bench.empty_servers:app"}
+STACK_CONNECTIONS = (1, 16)
 
 
 def batch() -> np.ndarray:
@@ -120,6 +131,38 @@ def concurrent_rate(processes: int, size: int = BATCH) -> float:
     return sum(rates)
 
 
+def free_model_app() -> Any:
+    """Our app whose model call returns at once (`bench.parts.floor:free_model_app()` for gunicorn): the model
+    still loads (readiness, warm-up), and requests are read, checked, decoded, encoded, logged and counted."""
+    from server import dataplane
+    from server.app import create_app
+
+    answer = np.full((1, 10), 0.01, np.float32)
+    answer[0, 0] = 0.91  # rows of probabilities, as the model's: the data plane checks only that they are finite
+    dataplane.DataPlane._run = lambda _plane, _model, pixels: np.repeat(answer, len(pixels), axis=0)
+    return create_app()
+
+
+def stack_floor() -> dict[str, Any]:
+    """Case A through our server with a free model call, and through an empty app on the same gunicorn."""
+    body = bodies.write(TMP / "bodies" / "floor-v2-1.json", bodies.v2_json(test_digits(1)), "application/json")
+    servers: dict[str, Running] = {}
+    cases: dict[str, Any] = {}
+    try:
+        for name, app in STACK_APPS.items():
+            port = free_port()
+            servers[name] = Running(launch(name, port, app=app, log_name=f"floor-{port}", LOG_FORMAT="json"), port)
+        for running in servers.values():
+            wrk(running.url + V2_INFER, body, 16, 2)  # warm-up
+        for connections in STACK_CONNECTIONS:
+            runs, loads = sidebyside.rounds(servers, V2_INFER, body, connections, int(SECONDS), ROUNDS)
+            cases[f"A c{connections}"] = {"variants": sidebyside.summary(runs), "load_average": loads}
+    finally:
+        for running in servers.values():
+            running.stop()
+    return cases
+
+
 def main() -> dict[str, Any]:
     images = batch()
     nodes = profile(images)
@@ -138,6 +181,7 @@ def main() -> dict[str, Any]:
         "nodes": nodes,
         "ceiling": ceiling(rounds, BATCH),
         "ceiling_batch_1": ceiling(rounds, 1),
+        "stack": stack_floor(),
         "load_average": load_average(),
     }
     write_part("floor", result)
@@ -170,7 +214,30 @@ def section(floor: dict[str, Any], parts: Parts) -> list[str]:
                                   many_runs=single[processes]["runs"]) if single else "",
                   peers=fragment("floor-peers", measured=measured(peers), processes=processes,
                                  table=table(["server", *SHARE_CASES], share_rows(floor, processes, peers)))
-                  if peers else "")
+                  if peers else "",
+                  stack=fragment("floor-stack", seconds=floor["seconds_per_run"], rounds=floor["rounds"],
+                                 table=table(["case", "ours, model call free: req/s", "empty app: req/s",
+                                              "ours with the model (peers run)", "best peer (peers run)",
+                                              "1.1x the best peer"], stack_rows(floor["stack"], peers)))
+                  if floor.get("stack") else "")
+
+
+def stack_rows(stack: dict[str, Any], peers: dict[str, Any] | None) -> list[list[Any]]:
+    """Per case: the two floors, and where the peers run put ours and the best peer."""
+    rows = []
+    for case, value in stack.items():
+        figures = value["variants"]
+        ours = best = ""
+        target = ""
+        if peers:
+            servers = peers["servers"]
+            ours = servers["ours"]["cases"][case]["requests_per_second"]
+            name, top = max(((name, entry["cases"][case]) for name, entry in servers.items() if name != "ours"),
+                            key=lambda item: item[1]["requests_per_second"])
+            best, target = f"{name} {top['requests_per_second']}", round(1.1 * top["requests_per_second"], 1)
+        rows.append([case, figures[FREE_MODEL]["requests_per_second"], figures[EMPTY_APP]["requests_per_second"],
+                     ours, best, target])
+    return rows
 
 
 # The peers' cases against the ceiling of their batch size: c1 against one process, more connections against

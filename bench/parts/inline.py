@@ -1,6 +1,6 @@
 """Work on the worker's loop, step by step: every model run and decode handed to a compute thread; small model
 runs on the loop (server.dataplane.INLINE_IMAGES); and small bodies decoded there too (server.pipeline.
-INLINE_BODY_BYTES, the server as it is): batch-1 v2 JSON with wrk at 1 and 16 connections, the three servers up
+INLINE_BODY_BYTES, the server as it is): batch-1 v2 JSON with wrk at 1 and 16 connections, the four servers up
 at once, rounds rotating their order (bench.lib.sidebyside).
 
     python -m bench.parts.inline [--seconds 5] [--rounds 4]

@@ -47,3 +47,13 @@ def test_a_floor_measured_before_the_batch_1_ceiling_leaves_case_a_blank() -> No
     server = {"cases": {"A c1": {"images_per_second": 1000}, "C c1": {"images_per_second": 2000}}}
     rows = floor.share_rows({"ceiling": ceiling(4000, 8000)}, "2", {"servers": {"kserve": server}})
     assert rows == [["kserve", "", "", "", "", "50%", ""]]
+
+
+def test_the_stack_floor_is_set_beside_ours_and_the_best_peer_of_the_peers_run() -> None:
+    stack = {"A c16": {"variants": {floor.FREE_MODEL: {"requests_per_second": 4500.0},
+                                    floor.EMPTY_APP: {"requests_per_second": 12000.0}}}}
+    servers = {name: {"cases": {"A c16": {"requests_per_second": rate}}}
+               for name, rate in (("ours", 2600.0), ("mosec", 3100.0), ("mosec-batch", 4800.0))}
+    assert floor.stack_rows(stack, {"servers": servers}) == [["A c16", 4500.0, 12000.0, 2600.0, "mosec-batch 4800.0",
+                                                              5280.0]]
+    assert floor.stack_rows(stack, None) == [["A c16", 4500.0, 12000.0, "", "", ""]]
