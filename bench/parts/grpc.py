@@ -235,7 +235,7 @@ def main() -> dict[str, Any]:
            "http_batch1": {key: {figure: round(statistics.median(one[key][figure] for one in http), 2)
                                  for figure in ("requests_per_second", "p99_ms")} for key in http[0]},
            "in_process_images_per_s": statistics.median(ort), "in_process_rounds": ort,
-           "empty_servers": {key: statistics.median(one[key] for one in empty) for key in empty[0]}}
+           "empty_servers": {key: round(statistics.median(one[key] for one in empty), 1) for key in empty[0]}}
     write_part("grpc", out)
     return out
 
@@ -275,7 +275,7 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
     empty, http = figures["empty_servers"], figures["http_batch1"]
     floor_rows = []
     for case, n in (("A c1", 1), ("A c16", 16)):
-        grpc_empty, http_empty = empty[f"grpc c{n}"], empty[f"http c{n}"]
+        grpc_empty, http_empty = round(empty[f"grpc c{n}"], 1), round(empty[f"http c{n}"], 1)
         grpc_ours, http_ours = servers["ours"][case]["calls_per_s"], round(http[f"c{n}"]["requests_per_second"], 2)
         floor_rows.append([f"c{n}", grpc_empty, http_empty, f"{grpc_empty / http_empty:.2f}", grpc_ours, http_ours,
                            f"{grpc_ours / http_ours:.2f}"])
