@@ -124,7 +124,7 @@ def section(figures: dict[str, Any], parts: Parts) -> list[str]:
                          variant["cpu_us_per_request"], variant["errors"]])
     loads = "; ".join(", ".join(value["load_average"]) for value in figures["cases"].values())
     return render("inline", measured=measured(figures), inline_images=figures["inline_images"],
-                  inline_body_bytes=figures.get("inline_body_bytes", "-"),
+                  inline_body_bytes=figures["inline_body_bytes"],
                   seconds=figures["seconds"], rounds=figures["rounds"], layout=figures["layout"], load=loads,
                   table=table(["connections", "variant", "requests/s", "vs before (each round)", "p50 ms", "p99 ms",
                                "server CPU us/request", "errors"], rows))
