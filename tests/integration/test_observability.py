@@ -54,6 +54,11 @@ def test_one_json_line_per_request_and_an_error_id_finds_its_line(live: LiveServ
     error_id = bad.json()["request_id"]
     assert bad.headers["X-Request-ID"] == error_id
 
+    # A request's line is written when its response has been sent, so the last one may land after the client
+    # has its answer: wait for every id's line rather than read the log once.
+    wanted = {f"live-{number}" for number in range(len(calls))} | {error_id}
+    eventually(lambda: wanted <= {line["request_id"] for line in _request_lines(live)}, "every request's line",
+               timeout=10, detail=live.log)
     lines = _request_lines(live)
     for number, (method, _path, _body) in enumerate(calls):
         (line,) = [line for line in lines if line["request_id"] == f"live-{number}"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 from conftest import assert_json_error
-from helpers import npy
+from helpers import eventually, npy
 
 from shared.preprocess import mnist_to_png
 
@@ -55,11 +55,14 @@ def test_other_routes_stay_open(server, path) -> None:
 
 
 def test_the_token_is_never_logged(server) -> None:
+    before = server.log().count("POST /predict")
     requests.post(server.url + "/predict", json={"instances": [ZERO]}, headers=AUTH, timeout=10)
     requests.post(server.url + "/predict", json={"instances": [ZERO]}, headers={"Authorization": "Bearer guess"},
                   timeout=10)
+    # A request's line is written once its answer has been sent: wait for both before reading the log.
+    eventually(lambda: server.log().count("POST /predict") >= before + 2, "both requests' lines", timeout=10)
     log = server.log()
-    assert "POST /predict" in log and TOKEN not in log and "guess" not in log
+    assert TOKEN not in log and "guess" not in log
 
 
 def test_bodies_over_max_body_bytes_get_413(server) -> None:
