@@ -32,9 +32,16 @@ def live(trained_home: Path, start_module_server) -> Iterator[LiveServer]:
     yield start_module_server(trained_home, LOG_FORMAT="json", WEB_CONCURRENCY="2", BATCHING="true")
 
 
-def _request_lines(server: LiveServer) -> list[dict]:
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    return [line for line in lines if line["logger"] == "server.requests"]
+def _request_lines(server: LiveServer | GrpcProcess, ids: set[str]) -> list[dict]:
+    """The server's request lines once every id in `ids` has one: a line is written after its answer was sent, so
+    the client may have the answer before the line is in the log."""
+    def lines() -> list[dict]:
+        logged = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [line for line in logged if line["logger"] == "server.requests"]
+
+    eventually(lambda: ids <= {line["request_id"] for line in lines()}, f"request lines for {sorted(ids)}", timeout=10,
+               detail=server.log)
+    return lines()
 
 
 def test_one_json_line_per_request_and_an_error_id_finds_its_line(live: LiveServer) -> None:
@@ -54,12 +61,7 @@ def test_one_json_line_per_request_and_an_error_id_finds_its_line(live: LiveServ
     error_id = bad.json()["request_id"]
     assert bad.headers["X-Request-ID"] == error_id
 
-    # A request's line is written when its response has been sent, so the last one may land after the client
-    # has its answer: wait for every id's line rather than read the log once.
-    wanted = {f"live-{number}" for number in range(len(calls))} | {error_id}
-    eventually(lambda: wanted <= {line["request_id"] for line in _request_lines(live)}, "every request's line",
-               timeout=10, detail=live.log)
-    lines = _request_lines(live)
+    lines = _request_lines(live, {f"live-{number}" for number in range(len(calls))} | {error_id})
     for number, (method, _path, _body) in enumerate(calls):
         (line,) = [line for line in lines if line["request_id"] == f"live-{number}"]
         assert line["method"] == method and line["latency_ms"] > 0 and line["client"] == "127.0.0.1"
@@ -108,13 +110,9 @@ def test_grpc_calls_give_one_json_line_each_and_an_errors_id_is_one_grep(trained
             with pytest.raises(grpc.RpcError) as raised:  # no token: UNAUTHENTICATED, its id in the details
                 infer(request, timeout=30)
         error_id = re.search(r"\(request id ([0-9a-f]{32})\)$", raised.value.details())[1]
-
-        def lines() -> dict[str, dict]:
-            return {line["request_id"]: line for line in _request_lines(process)}
-
-        eventually(lambda: {"live-check", "live-reflection", error_id} <= set(lines()), "the three lines",
-                   timeout=10, detail=process.log)
-        by_id, log = lines(), process.log()
+        wanted = {"live-check", "live-reflection", error_id}
+        by_id = {line["request_id"]: line for line in _request_lines(process, wanted)}
+        log = process.log()
     finally:
         process.stop()
     assert (by_id["live-check"]["route"], by_id["live-check"]["status"]) == ("/grpc.health.v1.Health/Check", "OK")
