@@ -227,8 +227,7 @@ def stack_rows(stack: dict[str, Any], peers: dict[str, Any] | None) -> list[list
     rows = []
     for case, value in stack.items():
         figures = value["variants"]
-        ours = best = ""
-        target = ""
+        ours = best = target = ""
         if peers:
             servers = peers["servers"]
             ours = servers["ours"]["cases"][case]["requests_per_second"]

@@ -235,7 +235,7 @@ def main() -> dict[str, Any]:
            "http_batch1": {key: {figure: round(statistics.median(one[key][figure] for one in http), 2)
                                  for figure in ("requests_per_second", "p99_ms")} for key in http[0]},
            "in_process_images_per_s": statistics.median(ort), "in_process_rounds": ort,
-           "empty_servers": {key: round(statistics.median(one[key] for one in empty), 1) for key in empty[0]}}
+           "empty_servers": {key: statistics.median(one[key] for one in empty) for key in empty[0]}}
     write_part("grpc", out)
     return out
 

@@ -89,7 +89,7 @@ def _record_where(monkeypatch, owner, name: str) -> list[bool]:
     call = getattr(owner, name)
 
     def recorded(*args):
-        on_loop.append(compute._native_ident() == compute._loop_thread)
+        on_loop.append(compute.on_loop())
         return call(*args)
 
     monkeypatch.setattr(owner, name, recorded)
